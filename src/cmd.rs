@@ -1,0 +1,337 @@
+//! Commands: the [`cmd`] builder, the [`ToArg`] conversions for arguments,
+//! and [`ToCommand`], which lets a `Cmd` or a plain array of arguments be
+//! sent.
+
+use crate::encode::{header_len, write_bulk, write_header, NumBuf};
+
+/// Starts a command with its name.
+///
+/// ```
+/// let c = respline::cmd("SET").arg("counter").arg(42).arg("EX").arg(60);
+/// assert_eq!(c.len(), 5);
+/// assert_eq!(c.to_bytes(), b"*5\r\n$3\r\nSET\r\n$7\r\ncounter\r\n$2\r\n42\r\n$2\r\nEX\r\n$2\r\n60\r\n");
+/// ```
+pub fn cmd(name: &str) -> Cmd {
+    Cmd::new().arg(name)
+}
+
+/// A command under construction: its arguments are encoded as they are
+/// added, so sending it is one copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cmd {
+    /// The arguments, each already a RESP bulk string.
+    args: Vec<u8>,
+    count: usize,
+}
+
+impl Cmd {
+    /// An empty command; add its name with [`arg`](Cmd::arg).
+    pub fn new() -> Cmd {
+        Cmd::default()
+    }
+
+    /// Adds one argument.
+    #[allow(clippy::should_implement_trait)]
+    pub fn arg<A: ToArg>(mut self, arg: A) -> Cmd {
+        self.push_arg(arg);
+        self
+    }
+
+    /// Adds one argument through a mutable reference, for loops.
+    ///
+    /// ```
+    /// let mut c = respline::cmd("DEL");
+    /// for key in ["a", "b", "c"] {
+    ///     c.push_arg(key);
+    /// }
+    /// assert_eq!(c.len(), 4);
+    /// ```
+    pub fn push_arg<A: ToArg>(&mut self, arg: A) -> &mut Cmd {
+        arg.write_arg(&mut self.args);
+        self.count += 1;
+        self
+    }
+
+    /// Adds every argument of an iterator.
+    ///
+    /// ```
+    /// let c = respline::cmd("MSET").args([("k1", 1), ("k2", 2)].iter().flat_map(|(k, v)| [k.to_string(), v.to_string()]));
+    /// assert_eq!(c.len(), 5);
+    /// ```
+    pub fn args<I>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator,
+        I::Item: ToArg,
+    {
+        for a in args {
+            self.push_arg(a);
+        }
+        self
+    }
+
+    /// The number of arguments, the name included.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if no argument (not even a name) was added.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The command's name (its first argument), upper-cased, if it is text.
+    pub fn name(&self) -> Option<String> {
+        self.iter()
+            .next()
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .map(str::to_ascii_uppercase)
+    }
+
+    /// The arguments, as the bytes that will be sent.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        ArgIter { rest: &self.args }
+    }
+
+    /// The whole command as RESP bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_command(&mut out);
+        out
+    }
+}
+
+/// Walks the encoded arguments of a `Cmd` (which `Cmd` itself wrote, so the
+/// framing is known to be valid).
+struct ArgIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for ArgIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let cr = self.rest.iter().position(|&b| b == b'\r')?;
+        let len: usize = std::str::from_utf8(&self.rest[1..cr]).ok()?.parse().ok()?;
+        let arg = self.rest.get(cr + 2..cr + 2 + len)?;
+        self.rest = self.rest.get(cr + 4 + len..)?;
+        Some(arg)
+    }
+}
+
+/// Something that can be sent as one command: a [`Cmd`], or an array, slice
+/// or `Vec` of arguments.
+///
+/// ```
+/// use respline::ToCommand;
+///
+/// let mut out = Vec::new();
+/// ["GET", "name"].write_command(&mut out);
+/// respline::cmd("GET").arg("name").write_command(&mut out);
+/// assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$4\r\nname\r\n*2\r\n$3\r\nGET\r\n$4\r\nname\r\n");
+/// ```
+pub trait ToCommand {
+    /// Appends the command as a RESP array of bulk strings.
+    fn write_command(&self, out: &mut Vec<u8>);
+}
+
+impl ToCommand for Cmd {
+    fn write_command(&self, out: &mut Vec<u8>) {
+        out.reserve(header_len(self.count) + self.args.len());
+        write_header(out, b'*', self.count);
+        out.extend_from_slice(&self.args);
+    }
+}
+
+impl<T: ToArg> ToCommand for [T] {
+    fn write_command(&self, out: &mut Vec<u8>) {
+        write_header(out, b'*', self.len());
+        for a in self {
+            a.write_arg(out);
+        }
+    }
+}
+
+impl<T: ToArg, const N: usize> ToCommand for [T; N] {
+    fn write_command(&self, out: &mut Vec<u8>) {
+        self[..].write_command(out)
+    }
+}
+
+impl<T: ToArg> ToCommand for Vec<T> {
+    fn write_command(&self, out: &mut Vec<u8>) {
+        self[..].write_command(out)
+    }
+}
+
+impl<C: ToCommand + ?Sized> ToCommand for &C {
+    fn write_command(&self, out: &mut Vec<u8>) {
+        (**self).write_command(out)
+    }
+}
+
+/// A value that can be one argument of a command: strings, bytes, integers
+/// and floats.
+///
+/// There is no implementation for `bool`: Redis has no boolean argument, and
+/// whether `true` should be `1`, `true` or `yes` depends on the command.
+/// Floats are written in a form Redis parses back to the same number.
+///
+/// ```
+/// let c = respline::cmd("ZADD").arg("scores").arg(1.5f64).arg(&b"bytes\x00"[..]).arg(u64::MAX);
+/// let args: Vec<&[u8]> = c.iter().collect();
+/// assert_eq!(args, [&b"ZADD"[..], b"scores", b"1.5", b"bytes\x00", b"18446744073709551615"]);
+/// ```
+pub trait ToArg {
+    /// Appends this argument to `out` as one RESP bulk string, for example
+    /// with [`write_bulk`](crate::write_bulk).
+    fn write_arg(&self, out: &mut Vec<u8>);
+}
+
+impl<T: ToArg + ?Sized> ToArg for &T {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        (**self).write_arg(out)
+    }
+}
+
+impl ToArg for str {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(out, self.as_bytes())
+    }
+}
+
+impl ToArg for String {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(out, self.as_bytes())
+    }
+}
+
+impl ToArg for [u8] {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(out, self)
+    }
+}
+
+impl<const N: usize> ToArg for [u8; N] {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(out, self)
+    }
+}
+
+impl ToArg for Vec<u8> {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(out, self)
+    }
+}
+
+impl ToArg for std::borrow::Cow<'_, str> {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(out, self.as_bytes())
+    }
+}
+
+macro_rules! int_arg {
+    ($($t:ty),*) => {$(
+        impl ToArg for $t {
+            #[allow(unused_comparisons)]
+            fn write_arg(&self, out: &mut Vec<u8>) {
+                let mut buf = NumBuf::new();
+                let negative = *self < 0;
+                let magnitude = (*self as i128).unsigned_abs();
+                write_bulk(out, buf.format_u128(magnitude, negative))
+            }
+        }
+    )*};
+}
+
+int_arg!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+
+impl ToArg for i128 {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(
+            out,
+            NumBuf::new().format_u128(self.unsigned_abs(), *self < 0),
+        )
+    }
+}
+
+impl ToArg for u128 {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(out, NumBuf::new().format_u128(*self, false))
+    }
+}
+
+impl ToArg for f64 {
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        write_bulk(out, NumBuf::new().format_f64(*self))
+    }
+}
+
+impl ToArg for f32 {
+    /// An `f32` is written with the shortest digits that read back as the
+    /// same `f32` (so `0.1f32` is sent as `0.1`, not `0.10000000149011612`).
+    fn write_arg(&self, out: &mut Vec<u8>) {
+        use std::fmt::Write;
+        if self.is_nan() {
+            return write_bulk(out, b"nan");
+        }
+        let mut buf = NumBuf::new();
+        // Any f32's `{:?}` form fits the buffer.
+        let _ = write!(buf, "{:?}", self);
+        write_bulk(out, buf.written())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(c: &Cmd) -> Vec<Vec<u8>> {
+        c.iter().map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn integers_of_every_width() {
+        let c = cmd("X")
+            .arg(i8::MIN)
+            .arg(u8::MAX)
+            .arg(i64::MIN)
+            .arg(u64::MAX)
+            .arg(i128::MIN)
+            .arg(0usize);
+        let got = args(&c);
+        assert_eq!(got[1], b"-128");
+        assert_eq!(got[2], b"255");
+        assert_eq!(got[3], b"-9223372036854775808");
+        assert_eq!(got[4], b"18446744073709551615");
+        assert_eq!(got[5], b"-170141183460469231731687303715884105728");
+        assert_eq!(got[6], b"0");
+    }
+
+    #[test]
+    fn floats_read_back_the_same() {
+        let c = cmd("X")
+            .arg(0.1f32)
+            .arg(0.1f64)
+            .arg(f64::INFINITY)
+            .arg(-2.5e-10f64);
+        let got = args(&c);
+        assert_eq!(got[1], b"0.1");
+        assert_eq!(got[2], b"0.1");
+        assert_eq!(got[3], b"inf");
+        assert_eq!(
+            std::str::from_utf8(&got[4])
+                .unwrap()
+                .parse::<f64>()
+                .unwrap(),
+            -2.5e-10
+        );
+    }
+
+    #[test]
+    fn name_and_iteration() {
+        let c = cmd("get").arg("k\r\n");
+        assert_eq!(c.name().as_deref(), Some("GET"));
+        assert_eq!(args(&c), vec![b"get".to_vec(), b"k\r\n".to_vec()]);
+        assert!(Cmd::new().is_empty());
+    }
+}

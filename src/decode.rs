@@ -1,0 +1,1001 @@
+//! bytes → [`Value`]: a strict, incremental RESP2/RESP3 decoder with limits.
+//!
+//! [`decode`] is the standalone entry point: give it a byte slice, and it
+//! answers with a complete value and the number of bytes it used
+//! (`Ok(Some((value, used)))`), with "need more bytes" (`Ok(None)`), or with a
+//! [`ProtocolError`]. RESP2 and RESP3 come through the same entry point.
+//!
+//! [`Decoder`] is the same machine kept alive between reads, which is what a
+//! connection uses. It never goes back over bytes it has already accepted:
+//!
+//! * every element that is complete is moved out of the input into a frame
+//!   on the decoder's own stack (one frame per open aggregate), and
+//!   [`Decoder::feed`] reports those bytes as consumed, so the caller drops
+//!   them. An array of a million small elements arriving in 4 KiB pieces is
+//!   scanned once, not once per piece;
+//! * an incomplete bulk string costs one look at its header per read: the
+//!   payload is only checked for length until all of it has arrived;
+//! * an incomplete line remembers how far it was scanned, so a long line
+//!   arriving slowly is not rescanned from its start.
+//!
+//! The work per reply is therefore linear in its size, however it is split.
+//! The decoder is iterative, so nesting costs heap (one frame per level),
+//! never stack; [`Limits::max_depth`] still caps it, because a deep [`Value`]
+//! is dropped recursively.
+
+use std::borrow::Cow;
+
+use crate::error::{ProtocolError, ProtocolErrorKind};
+use crate::value::Value;
+
+/// Limits on what a reply may contain. Breaking one is a protocol error of
+/// kind [`LimitExceeded`](ProtocolErrorKind::LimitExceeded), and the
+/// connection that met it is broken.
+///
+/// None of these limits is used to size an allocation: memory grows only as
+/// bytes arrive.
+///
+/// ```
+/// let limits = respline::Limits::default();
+/// assert_eq!(limits.max_depth, 1024);
+/// assert_eq!(limits.max_bulk_len, 512 * 1024 * 1024);
+/// assert_eq!(limits.max_aggregate_len, u32::MAX as usize);
+/// assert_eq!(limits.max_line_len, 1024 * 1024);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How deeply aggregates (array, map, set, push, attribute, in any mix)
+    /// may nest. A top-level array is depth 1. Defaults to 1024, as in
+    /// hiredis: deep enough for any Lua or module reply, shallow enough that
+    /// the nested [`Value`] drops safely on a 2 MiB thread stack.
+    pub max_depth: usize,
+    /// The longest bulk string, blob error, verbatim string or streamed
+    /// string, in bytes. Defaults to 512 MiB, Redis's own
+    /// `proto-max-bulk-len`.
+    pub max_bulk_len: usize,
+    /// The most elements one aggregate may declare (pairs, for maps and
+    /// attributes). Defaults to 2^32 − 1.
+    pub max_aggregate_len: usize,
+    /// The longest line without a CRLF (simple strings, errors, doubles, big
+    /// numbers), in bytes. Defaults to 1 MiB. Length and integer lines are
+    /// always limited to 20 characters, the longest i64.
+    pub max_line_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_depth: 1024,
+            max_bulk_len: 512 * 1024 * 1024,
+            max_aggregate_len: u32::MAX as usize,
+            max_line_len: 1024 * 1024,
+        }
+    }
+}
+
+/// Decodes one value from the start of `buf`.
+///
+/// Returns the value and the number of bytes it used, `Ok(None)` if `buf` is
+/// a strict prefix of a value (more bytes are needed), or the protocol error.
+/// To decode a reply that arrives in pieces, prefer [`Decoder`], which does
+/// not rescan what it has already seen.
+///
+/// ```
+/// use respline::{decode, Limits, Value};
+///
+/// let limits = Limits::default();
+/// let wire = b"*2\r\n$3\r\nfoo\r\n:42\r\n+OK\r\n";
+/// let (value, used) = decode(wire, &limits).unwrap().unwrap();
+/// assert_eq!(value, Value::Array(vec![Value::BulkString(b"foo".to_vec()), Value::Integer(42)]));
+/// assert_eq!(&wire[used..], b"+OK\r\n");
+/// assert_eq!(decode(&wire[..7], &limits).unwrap(), None); // need more bytes
+/// assert!(decode(b"$-2\r\n", &limits).is_err());
+/// ```
+pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Value, usize)>, ProtocolError> {
+    let mut decoder = Decoder::new(limits.clone());
+    match decoder.feed(buf)? {
+        (used, Some(value)) => Ok(Some((value, used))),
+        (_, None) => Ok(None),
+    }
+}
+
+/// An incremental decoder that keeps partial replies between reads.
+///
+/// Feed it the bytes not yet consumed; it answers with how many of them it
+/// consumed and, once a whole reply is in, the reply. The caller must drop
+/// the consumed bytes and, next time, pass what follows them (with any new
+/// bytes appended).
+///
+/// ```
+/// use respline::{Decoder, Limits, Value};
+///
+/// let mut decoder = Decoder::new(Limits::default());
+/// let mut pending: Vec<u8> = Vec::new();
+/// let mut replies = Vec::new();
+/// for piece in [&b"*3\r\n:1\r"[..], b"\n:2\r\n", b":3\r\n+O", b"K\r\n"] {
+///     pending.extend_from_slice(piece);
+///     loop {
+///         let (used, reply) = decoder.feed(&pending).unwrap();
+///         pending.drain(..used);
+///         match reply {
+///             Some(v) => replies.push(v),
+///             None => break,
+///         }
+///     }
+/// }
+/// assert_eq!(replies.len(), 2);
+/// assert_eq!(replies[1], Value::SimpleString("OK".into()));
+/// ```
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    /// Open aggregates, innermost last.
+    stack: Vec<Frame>,
+    /// Bytes of the current reply consumed by earlier calls (for offsets).
+    offset: usize,
+    /// How far into the pending line a previous call scanned without finding
+    /// its end.
+    scanned: usize,
+    /// A protocol error is final: every later call repeats it.
+    failed: Option<ProtocolError>,
+}
+
+#[derive(Debug)]
+enum Frame {
+    /// Array, set or push; `remaining` is `None` when streamed (`*?`).
+    List {
+        kind: ListKind,
+        remaining: Option<usize>,
+        items: Vec<Value>,
+    },
+    /// Map or attribute pairs; `remaining` counts pairs.
+    Pairs {
+        attribute: bool,
+        remaining: Option<usize>,
+        items: Vec<(Value, Value)>,
+        key: Option<Value>,
+    },
+    /// An attribute whose pairs are complete, waiting for its value.
+    Attributed { attributes: Vec<(Value, Value)> },
+    /// A streamed string (`$?`), collecting `;` chunks.
+    Chunks { data: Vec<u8> },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ListKind {
+    Array,
+    Set,
+    Push,
+}
+
+/// One step of the parse: what the next element at the cursor is.
+enum Token {
+    Value(Value),
+    Open(Frame),
+    /// `.`: the end of a streamed aggregate.
+    End,
+    /// `;n`: one chunk of a streamed string (the final one is empty).
+    Chunk(Vec<u8>),
+}
+
+/// The longest length or integer line: `-9223372036854775808`.
+const MAX_NUMBER_LEN: usize = 20;
+
+impl Decoder {
+    /// A decoder enforcing `limits`.
+    pub fn new(limits: Limits) -> Decoder {
+        Decoder {
+            limits,
+            stack: Vec::new(),
+            offset: 0,
+            scanned: 0,
+            failed: None,
+        }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// True if part of a reply has been consumed and the rest is awaited.
+    pub fn is_mid_reply(&self) -> bool {
+        !self.stack.is_empty()
+    }
+
+    /// Forgets any partial reply and earlier error, to start afresh on a new
+    /// stream.
+    pub fn reset(&mut self) {
+        self.stack.clear();
+        self.offset = 0;
+        self.scanned = 0;
+        self.failed = None;
+    }
+
+    /// Decodes from `buf`, the bytes not consumed by earlier calls.
+    ///
+    /// Returns how many bytes of `buf` were consumed, and the reply if one is
+    /// now complete. Bytes consumed without a reply are held in the decoder
+    /// as part of the reply under way. After a protocol error, every later
+    /// call returns the same error until [`reset`](Decoder::reset).
+    pub fn feed(&mut self, buf: &[u8]) -> Result<(usize, Option<Value>), ProtocolError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let mut pos = 0;
+        loop {
+            let rest = &buf[pos..];
+            let step = self
+                .next_token(rest)
+                .map_err(|e| e.shifted(self.offset + pos));
+            let (token, used) = match step {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    self.offset += pos;
+                    return Ok((pos, None));
+                }
+                Err(e) => {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+            };
+            self.scanned = 0;
+            let at = self.offset + pos;
+            pos += used;
+            let done = match token {
+                Token::Value(v) => self.attach(v),
+                Token::Open(frame) => {
+                    if self.stack.len() >= self.limits.max_depth {
+                        let e = limit(
+                            at,
+                            "nesting depth",
+                            self.limits.max_depth,
+                            self.stack.len() as u64 + 1,
+                        );
+                        self.failed = Some(e.clone());
+                        return Err(e);
+                    }
+                    self.stack.push(frame);
+                    None
+                }
+                Token::End => match self.close_streamed(at) {
+                    Ok(v) => self.attach(v),
+                    Err(e) => {
+                        self.failed = Some(e.clone());
+                        return Err(e);
+                    }
+                },
+                Token::Chunk(bytes) => match self.add_chunk(bytes, at) {
+                    Ok(Some(v)) => self.attach(v),
+                    Ok(None) => None,
+                    Err(e) => {
+                        self.failed = Some(e.clone());
+                        return Err(e);
+                    }
+                },
+            };
+            if let Some(value) = done {
+                self.offset = 0;
+                return Ok((pos, Some(value)));
+            }
+        }
+    }
+
+    /// Adds a finished value to the innermost open aggregate, closing every
+    /// aggregate it completes. Returns the reply once the outermost closes.
+    fn attach(&mut self, mut value: Value) -> Option<Value> {
+        loop {
+            let frame = match self.stack.last_mut() {
+                None => return Some(value),
+                Some(f) => f,
+            };
+            match frame {
+                Frame::List {
+                    remaining, items, ..
+                } => {
+                    items.push(value);
+                    if !count_down(remaining) {
+                        return None;
+                    }
+                }
+                Frame::Pairs {
+                    remaining,
+                    items,
+                    key,
+                    ..
+                } => match key.take() {
+                    None => {
+                        *key = Some(value);
+                        return None;
+                    }
+                    Some(k) => {
+                        items.push((k, value));
+                        if !count_down(remaining) {
+                            return None;
+                        }
+                    }
+                },
+                Frame::Attributed { attributes } => {
+                    let attributes = std::mem::take(attributes);
+                    self.stack.pop();
+                    value = Value::Attribute {
+                        attributes,
+                        value: Box::new(value),
+                    };
+                    continue;
+                }
+                // `next_token` only yields chunks while a streamed string is
+                // open, so no value can land here.
+                Frame::Chunks { .. } => unreachable!("a value inside a streamed string"),
+            }
+            value = match self.stack.pop() {
+                Some(Frame::List { kind, items, .. }) => kind.wrap(items),
+                Some(Frame::Pairs {
+                    attribute: false,
+                    items,
+                    ..
+                }) => Value::Map(items),
+                Some(Frame::Pairs {
+                    attribute: true,
+                    items,
+                    ..
+                }) => {
+                    // The attribute's pairs are in; the value it describes
+                    // comes next, at the same depth.
+                    self.stack.push(Frame::Attributed { attributes: items });
+                    return None;
+                }
+                _ => unreachable!("only lists and pairs count down"),
+            };
+        }
+    }
+
+    /// Closes the streamed aggregate on top of the stack at a `.`.
+    fn close_streamed(&mut self, at: usize) -> Result<Value, ProtocolError> {
+        match self.stack.pop() {
+            Some(Frame::List {
+                kind,
+                remaining: None,
+                items,
+            }) => Ok(kind.wrap(items)),
+            Some(Frame::Pairs {
+                attribute: false,
+                remaining: None,
+                items,
+                key: None,
+            }) => Ok(Value::Map(items)),
+            Some(Frame::Pairs {
+                remaining: None,
+                key: Some(_),
+                ..
+            }) => Err(malformed(
+                at,
+                "a value for the last key of a streamed map",
+                "'.' (end of aggregate)",
+            )),
+            _ => Err(malformed(
+                at,
+                "a value ('.' only ends a streamed aggregate)",
+                "'.'",
+            )),
+        }
+    }
+
+    /// Adds a chunk to the streamed string on top of the stack; an empty
+    /// chunk ends it.
+    fn add_chunk(&mut self, bytes: Vec<u8>, at: usize) -> Result<Option<Value>, ProtocolError> {
+        let max = self.limits.max_bulk_len;
+        match self.stack.last_mut() {
+            Some(Frame::Chunks { data }) => {
+                if bytes.is_empty() {
+                    let data = std::mem::take(data);
+                    self.stack.pop();
+                    return Ok(Some(Value::BulkString(data)));
+                }
+                let total = data.len() as u64 + bytes.len() as u64;
+                if total > max as u64 {
+                    return Err(limit(at, "streamed string length", max, total));
+                }
+                data.extend_from_slice(&bytes);
+                Ok(None)
+            }
+            _ => unreachable!("chunks are only parsed inside a streamed string"),
+        }
+    }
+
+    /// Parses the element at the start of `rest`: `Ok(None)` if it is not
+    /// all there yet. Offsets in errors are relative to `rest`.
+    fn next_token(&mut self, rest: &[u8]) -> Result<Option<(Token, usize)>, ProtocolError> {
+        let first = match rest.first() {
+            Some(&b) => b,
+            None => return Ok(None),
+        };
+        if let Some(Frame::Chunks { .. }) = self.stack.last() {
+            if first != b';' {
+                return Err(malformed(
+                    0,
+                    "';' (a chunk of a streamed string)",
+                    describe_byte(first),
+                ));
+            }
+            return self.chunk(rest);
+        }
+        match first {
+            b'+' | b'-' => {
+                let end = match self.line(rest, self.limits.max_line_len)? {
+                    Some(end) => end,
+                    None => return Ok(None),
+                };
+                let text = &rest[1..end];
+                let value = if first == b'+' {
+                    Value::SimpleString(simple_string(text))
+                } else {
+                    Value::Error(String::from_utf8_lossy(text).into_owned())
+                };
+                Ok(Some((Token::Value(value), end + 2)))
+            }
+            b':' => {
+                let end = match self.line(rest, MAX_NUMBER_LEN)? {
+                    Some(end) => end,
+                    None => return Ok(None),
+                };
+                match parse_i64(&rest[1..end]) {
+                    Some(i) => Ok(Some((Token::Value(Value::Integer(i)), end + 2))),
+                    None => Err(malformed(
+                        1,
+                        "an integer in the i64 range",
+                        quote(&rest[1..end]),
+                    )),
+                }
+            }
+            b'$' | b'!' | b'=' => self.blob(first, rest),
+            b'*' | b'~' | b'>' | b'%' | b'|' => self.aggregate(first, rest),
+            b'_' | b'#' | b',' | b'(' => self.resp3_scalar(first, rest),
+            b'.' => {
+                let end = match self.line(rest, 0)? {
+                    Some(end) => end,
+                    None => return Ok(None),
+                };
+                Ok(Some((Token::End, end + 2)))
+            }
+            _ => Err(malformed(0, "a RESP type byte", describe_byte(first))),
+        }
+    }
+
+    /// Finds the CRLF that ends the line starting at `rest[0]` (the type
+    /// byte), allowing at most `max` bytes between the two. Returns the index
+    /// of the CR, or `None` if the line is not complete yet.
+    fn line(&mut self, rest: &[u8], max: usize) -> Result<Option<usize>, ProtocolError> {
+        let from = self.scanned.clamp(1, rest.len().max(1));
+        let found = rest
+            .get(from..)
+            .and_then(|tail| tail.iter().position(|&b| b == b'\r' || b == b'\n'))
+            .map(|i| from + i);
+        match found {
+            None => {
+                if rest.len() - 1 > max {
+                    return Err(line_too_long(max, rest.len() - 1));
+                }
+                self.scanned = rest.len();
+                Ok(None)
+            }
+            Some(i) => {
+                if i - 1 > max {
+                    return Err(line_too_long(max, i - 1));
+                }
+                if rest[i] == b'\n' {
+                    return Err(malformed(i, "CRLF", "a bare LF"));
+                }
+                match rest.get(i + 1) {
+                    None => {
+                        self.scanned = i;
+                        Ok(None)
+                    }
+                    Some(b'\n') => Ok(Some(i)),
+                    Some(&b) => Err(malformed(i + 1, "LF after CR", describe_byte(b))),
+                }
+            }
+        }
+    }
+
+    /// `$`, `!` and `=`: a length line, then exactly that many bytes and a
+    /// CRLF.
+    fn blob(&mut self, kind: u8, rest: &[u8]) -> Result<Option<(Token, usize)>, ProtocolError> {
+        let end = match self.line(rest, MAX_NUMBER_LEN)? {
+            Some(end) => end,
+            None => return Ok(None),
+        };
+        let text = &rest[1..end];
+        if kind == b'$' {
+            match text {
+                b"-1" => return Ok(Some((Token::Value(Value::Nil), end + 2))),
+                b"?" => {
+                    return Ok(Some((
+                        Token::Open(Frame::Chunks { data: Vec::new() }),
+                        end + 2,
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let len = self.length(text, self.limits.max_bulk_len, "bulk length")?;
+        let start = end + 2;
+        let payload = match self.payload(rest, start, len)? {
+            Some(p) => p,
+            None => return Ok(None),
+        };
+        let used = start + len + 2;
+        let value = match kind {
+            b'$' => Value::BulkString(payload.to_vec()),
+            b'!' => Value::BlobError(payload.to_vec()),
+            _ => {
+                if len < 4 || payload[3] != b':' {
+                    return Err(malformed(
+                        start,
+                        "a verbatim string starting with a 3-byte format and ':'",
+                        quote(payload),
+                    ));
+                }
+                Value::Verbatim {
+                    format: [payload[0], payload[1], payload[2]],
+                    text: payload[4..].to_vec(),
+                }
+            }
+        };
+        Ok(Some((Token::Value(value), used)))
+    }
+
+    /// `;n`: a chunk of a streamed string.
+    fn chunk(&mut self, rest: &[u8]) -> Result<Option<(Token, usize)>, ProtocolError> {
+        let end = match self.line(rest, MAX_NUMBER_LEN)? {
+            Some(end) => end,
+            None => return Ok(None),
+        };
+        let len = self.length(&rest[1..end], self.limits.max_bulk_len, "chunk length")?;
+        let start = end + 2;
+        if len == 0 {
+            // `;0\r\n` ends the string, with no payload and no second CRLF.
+            return Ok(Some((Token::Chunk(Vec::new()), start)));
+        }
+        match self.payload(rest, start, len)? {
+            Some(p) => Ok(Some((Token::Chunk(p.to_vec()), start + len + 2))),
+            None => Ok(None),
+        }
+    }
+
+    /// The `len` payload bytes at `rest[start..]`, once they and their CRLF
+    /// have all arrived. The CRLF is checked as soon as its bytes are in.
+    fn payload<'a>(
+        &self,
+        rest: &'a [u8],
+        start: usize,
+        len: usize,
+    ) -> Result<Option<&'a [u8]>, ProtocolError> {
+        // `len` is at most max_bulk_len, but that limit is the caller's to
+        // set: keep the arithmetic checked.
+        let end = match start.checked_add(len) {
+            Some(e) => e,
+            None => {
+                return Err(limit(
+                    start,
+                    "payload length",
+                    usize::MAX - start,
+                    len as u64,
+                ))
+            }
+        };
+        let trailer = rest.get(end..).unwrap_or(&[]);
+        let crlf = &b"\r\n"[..trailer.len().min(2)];
+        if &trailer[..crlf.len()] != crlf {
+            return Err(malformed(
+                end,
+                format!("CRLF after the {}-byte payload", len),
+                quote(&trailer[..trailer.len().min(8)]),
+            ));
+        }
+        if trailer.len() < 2 {
+            return Ok(None);
+        }
+        Ok(Some(&rest[start..end]))
+    }
+
+    /// `*`, `~`, `>`, `%` and `|`: a count line that opens a frame.
+    fn aggregate(
+        &mut self,
+        kind: u8,
+        rest: &[u8],
+    ) -> Result<Option<(Token, usize)>, ProtocolError> {
+        let end = match self.line(rest, MAX_NUMBER_LEN)? {
+            Some(end) => end,
+            None => return Ok(None),
+        };
+        let text = &rest[1..end];
+        let used = end + 2;
+        let pairs = kind == b'%' || kind == b'|';
+        let count = match text {
+            b"-1" if kind == b'*' => return Ok(Some((Token::Value(Value::Nil), used))),
+            b"?" if matches!(kind, b'*' | b'~' | b'%') => None,
+            _ => Some(self.length(text, self.limits.max_aggregate_len, "aggregate length")?),
+        };
+        // Never reserve more than the bytes already here could fill: every
+        // element takes at least 3 bytes (`_\r\n`), a pair at least 6.
+        let room = (rest.len() - used) / if pairs { 6 } else { 3 };
+        let capacity = count.unwrap_or(0).min(room);
+        if count == Some(0) && kind != b'|' {
+            let value = match kind {
+                b'%' => Value::Map(Vec::new()),
+                _ => list_kind(kind).wrap(Vec::new()),
+            };
+            // An empty aggregate still sits one level deeper.
+            if self.stack.len() >= self.limits.max_depth {
+                return Err(limit(
+                    0,
+                    "nesting depth",
+                    self.limits.max_depth,
+                    self.stack.len() as u64 + 1,
+                ));
+            }
+            return Ok(Some((Token::Value(value), used)));
+        }
+        let frame = if count == Some(0) {
+            Frame::Attributed {
+                attributes: Vec::new(),
+            }
+        } else if pairs {
+            Frame::Pairs {
+                attribute: kind == b'|',
+                remaining: count,
+                items: Vec::with_capacity(capacity),
+                key: None,
+            }
+        } else {
+            Frame::List {
+                kind: list_kind(kind),
+                remaining: count,
+                items: Vec::with_capacity(capacity),
+            }
+        };
+        Ok(Some((Token::Open(frame), used)))
+    }
+
+    /// `_`, `#`, `,` and `(`: one-line RESP3 scalars.
+    fn resp3_scalar(
+        &mut self,
+        kind: u8,
+        rest: &[u8],
+    ) -> Result<Option<(Token, usize)>, ProtocolError> {
+        let max = match kind {
+            b'_' => 0,
+            b'#' => 1,
+            _ => self.limits.max_line_len,
+        };
+        let end = match self.line(rest, max)? {
+            Some(end) => end,
+            None => return Ok(None),
+        };
+        let text = &rest[1..end];
+        let value = match kind {
+            b'_' => Value::Nil,
+            b'#' => match text {
+                b"t" => Value::Boolean(true),
+                b"f" => Value::Boolean(false),
+                _ => return Err(malformed(1, "'t' or 'f'", quote(text))),
+            },
+            b',' => match parse_double(text) {
+                Some(d) => Value::Double(d),
+                None => return Err(malformed(1, "a double", quote(text))),
+            },
+            _ => {
+                if !is_big_number(text) {
+                    return Err(malformed(
+                        1,
+                        "a big number (digits with an optional sign)",
+                        quote(text),
+                    ));
+                }
+                // Checked above: ASCII only.
+                Value::BigNumber(String::from_utf8_lossy(text).into_owned())
+            }
+        };
+        Ok(Some((Token::Value(value), end + 2)))
+    }
+
+    /// A length: digits only, at most `max`.
+    fn length(&self, text: &[u8], max: usize, what: &'static str) -> Result<usize, ProtocolError> {
+        let n = match parse_digits(text) {
+            Some(n) => n,
+            None => {
+                return Err(malformed(
+                    1,
+                    format!("a {} (decimal digits, or -1 for null)", what),
+                    quote(text),
+                ))
+            }
+        };
+        if n > max as u64 {
+            return Err(limit(1, what, max, n));
+        }
+        Ok(n as usize)
+    }
+}
+
+impl ListKind {
+    fn wrap(self, items: Vec<Value>) -> Value {
+        match self {
+            ListKind::Array => Value::Array(items),
+            ListKind::Set => Value::Set(items),
+            ListKind::Push => Value::Push(items),
+        }
+    }
+}
+
+fn list_kind(byte: u8) -> ListKind {
+    match byte {
+        b'~' => ListKind::Set,
+        b'>' => ListKind::Push,
+        _ => ListKind::Array,
+    }
+}
+
+/// Counts one element off a frame; true when the frame is complete.
+fn count_down(remaining: &mut Option<usize>) -> bool {
+    match remaining {
+        Some(r) => {
+            *r -= 1;
+            *r == 0
+        }
+        None => false,
+    }
+}
+
+/// The common statuses are borrowed, so `+OK` costs no allocation.
+fn simple_string(text: &[u8]) -> Cow<'static, str> {
+    match text {
+        b"OK" => Cow::Borrowed("OK"),
+        b"PONG" => Cow::Borrowed("PONG"),
+        b"QUEUED" => Cow::Borrowed("QUEUED"),
+        _ => Cow::Owned(String::from_utf8_lossy(text).into_owned()),
+    }
+}
+
+/// Unsigned decimal digits, overflow-checked; no sign, no space, not empty.
+fn parse_digits(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in text {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// A strict i64: an optional `+` or `-`, then digits, in range.
+pub(crate) fn parse_i64(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let magnitude = parse_digits(digits)?;
+    if negative {
+        if magnitude == 1 << 63 {
+            Some(i64::MIN)
+        } else {
+            i64::try_from(magnitude).ok().map(|m| -m)
+        }
+    } else {
+        i64::try_from(magnitude).ok()
+    }
+}
+
+/// A RESP3 double: `[+|-]digits[.digits][(e|E)[+|-]digits]`, or `inf`,
+/// `-inf`, `nan` (any case, any sign, as Redis before 7.2 printed what libc
+/// gave it). A finite form too large for f64 is rejected, not rounded to
+/// infinity.
+pub(crate) fn parse_double(text: &[u8]) -> Option<f64> {
+    let (negative, body) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let special = if body.eq_ignore_ascii_case(b"inf") {
+        Some(f64::INFINITY)
+    } else if body.eq_ignore_ascii_case(b"nan") {
+        Some(f64::NAN)
+    } else {
+        None
+    };
+    if let Some(v) = special {
+        return Some(if negative { -v } else { v });
+    }
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while body.get(*i).map_or(false, u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    if !digits(&mut i) {
+        return None;
+    }
+    if body.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    if matches!(body.get(i), Some(b'e') | Some(b'E')) {
+        i += 1;
+        if matches!(body.get(i), Some(b'+') | Some(b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    if i != body.len() {
+        return None;
+    }
+    // The grammar above is a subset of what `f64::from_str` takes.
+    let v: f64 = std::str::from_utf8(text).ok()?.parse().ok()?;
+    if v.is_finite() {
+        Some(v)
+    } else {
+        None
+    }
+}
+
+fn is_big_number(text: &[u8]) -> bool {
+    let digits = match text.first() {
+        Some(b'-') | Some(b'+') => &text[1..],
+        _ => text,
+    };
+    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+}
+
+fn malformed(
+    offset: usize,
+    expected: impl Into<Cow<'static, str>>,
+    found: impl Into<String>,
+) -> ProtocolError {
+    ProtocolError::new(ProtocolErrorKind::Malformed, offset, expected, found)
+}
+
+fn limit(offset: usize, what: &str, max: usize, found: u64) -> ProtocolError {
+    ProtocolError::new(
+        ProtocolErrorKind::LimitExceeded,
+        offset,
+        format!("a {} of at most {}", what, max),
+        found.to_string(),
+    )
+}
+
+fn line_too_long(max: usize, seen: usize) -> ProtocolError {
+    if max <= MAX_NUMBER_LEN {
+        malformed(
+            1,
+            format!("a line of at most {} bytes ending in CRLF", max),
+            format!("{} bytes without CRLF", seen),
+        )
+    } else {
+        ProtocolError::new(
+            ProtocolErrorKind::LimitExceeded,
+            1,
+            format!("a line of at most {} bytes ending in CRLF", max),
+            format!("{} bytes without CRLF", seen),
+        )
+    }
+}
+
+/// `'@' (0x40)` for printable bytes, `0x00` for the rest.
+fn describe_byte(b: u8) -> String {
+    if (0x21..0x7f).contains(&b) {
+        format!("'{}' (0x{:02x})", b as char, b)
+    } else {
+        format!("0x{:02x}", b)
+    }
+}
+
+/// Bytes as a short quoted string for an error message.
+fn quote(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    let _ = crate::value::write_quoted(&mut s, bytes);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(bytes: &[u8]) -> Value {
+        let (v, used) = decode(bytes, &Limits::default()).unwrap().unwrap();
+        assert_eq!(used, bytes.len());
+        v
+    }
+
+    #[test]
+    fn numbers_are_strict() {
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"-9223372036854775809"), None);
+        assert_eq!(parse_i64(b"+5"), Some(5));
+        for bad in [&b""[..], b"-", b"+", b" 1", b"1 ", b"1.5", b"0x1", b"--1"] {
+            assert_eq!(parse_i64(bad), None, "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn doubles_follow_the_grammar() {
+        assert_eq!(parse_double(b"1.5"), Some(1.5));
+        assert_eq!(parse_double(b"2.67923E+8"), Some(2.67923e8));
+        assert!(parse_double(b"-0").unwrap().is_sign_negative());
+        assert!(parse_double(b"-nan").unwrap().is_sign_negative());
+        assert_eq!(parse_double(b"-inf"), Some(f64::NEG_INFINITY));
+        for bad in [
+            &b""[..],
+            b".5",
+            b"1.",
+            b"1e",
+            b"+",
+            b"1.2.3",
+            b"1,5",
+            b"abc",
+            b"3.14x",
+            b"infinity",
+            b"1e400",
+        ] {
+            assert_eq!(parse_double(bad), None, "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn resumes_where_it_stopped() {
+        let mut d = Decoder::new(Limits::default());
+        let (used, v) = d.feed(b"*3\r\n:1\r\n:2").unwrap();
+        assert_eq!((used, v), (8, None));
+        assert!(d.is_mid_reply());
+        let (used, v) = d.feed(b":2\r\n:3\r\n+x").unwrap();
+        assert_eq!(used, 8);
+        assert_eq!(v, Some(Value::Array(vec![1.into(), 2.into(), 3.into()])));
+        assert!(!d.is_mid_reply());
+    }
+
+    #[test]
+    fn attribute_wraps_the_following_value() {
+        let v = one(b"|1\r\n+ttl\r\n:3600\r\n:3\r\n");
+        assert_eq!(
+            v,
+            Value::Attribute {
+                attributes: vec![(Value::SimpleString("ttl".into()), Value::Integer(3600))],
+                value: Box::new(Value::Integer(3)),
+            }
+        );
+    }
+
+    #[test]
+    fn streamed_types() {
+        assert_eq!(
+            one(b"$?\r\n;4\r\nHell\r\n;5\r\no wor\r\n;1\r\nd\r\n;0\r\n"),
+            Value::BulkString(b"Hello word".to_vec())
+        );
+        assert_eq!(
+            one(b"*?\r\n:1\r\n:2\r\n.\r\n"),
+            Value::Array(vec![1.into(), 2.into()])
+        );
+        assert_eq!(
+            one(b"%?\r\n+a\r\n:1\r\n.\r\n"),
+            Value::Map(vec![(Value::SimpleString("a".into()), 1.into())])
+        );
+        let limits = Limits::default();
+        assert!(decode(b"%?\r\n+a\r\n.\r\n", &limits).is_err());
+        assert!(decode(b".\r\n", &limits).is_err());
+        assert!(decode(b"*1\r\n.\r\n", &limits).is_err());
+        assert!(decode(b">?\r\n", &limits).is_err());
+    }
+}
