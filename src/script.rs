@@ -1,0 +1,497 @@
+//! Lua scripts run by their SHA-1 ([`Script`]), loaded on demand, alone or
+//! inside a pipeline.
+//!
+//! `EVALSHA` sends 40 hex digits instead of the whole source, but fails with
+//! `NOSCRIPT` when the server's script cache does not hold the script (a
+//! restart, a failover, `SCRIPT FLUSH`). A `NOSCRIPT` reply means nothing ran,
+//! so loading the script and sending the `EVALSHA` again cannot run it twice.
+
+use std::io::{Read, Write};
+
+use crate::cmd::{ToArg, ToCommand};
+use crate::connection::{Connection, Wait};
+use crate::convert::{server_error, FromValue};
+use crate::error::{Error, ProtocolError, ProtocolErrorKind, Result};
+use crate::pipeline::Pipeline;
+use crate::sha1::sha1_hex;
+use crate::value::Value;
+
+/// A Lua script and its SHA-1, the name Redis knows it by.
+///
+/// Build it once and keep it (the SHA is computed here, locally); invoke it
+/// with [`key`](Script::key) and [`arg`](Script::arg), which start a
+/// [`ScriptInvocation`].
+///
+/// ```
+/// let script = respline::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+/// assert_eq!(script.sha().len(), 40);
+/// let call = script.key("counter").arg(5);
+/// // call.invoke::<i64, _>(&mut conn)? sends EVALSHA <sha> 1 counter 5
+/// # let _ = call;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Script {
+    source: String,
+    sha: String,
+}
+
+impl Script {
+    /// A script with this Lua source.
+    pub fn new(source: impl Into<String>) -> Script {
+        let source = source.into();
+        let sha = sha1_hex(source.as_bytes());
+        Script { source, sha }
+    }
+
+    /// The SHA-1 of the source, 40 lowercase hex digits: what `SCRIPT LOAD`
+    /// returns and `EVALSHA` takes.
+    ///
+    /// ```
+    /// let script = respline::Script::new("return 1");
+    /// assert_eq!(script.sha(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    /// ```
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
+
+    /// The Lua source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Starts an invocation with its first key (`KEYS[1]`).
+    pub fn key<A: ToArg>(&self, key: A) -> ScriptInvocation<'_> {
+        self.invocation().key(key)
+    }
+
+    /// Starts an invocation with its first argument (`ARGV[1]`) and no keys
+    /// so far. Keys added later still go before the arguments.
+    pub fn arg<A: ToArg>(&self, arg: A) -> ScriptInvocation<'_> {
+        self.invocation().arg(arg)
+    }
+
+    /// An invocation with no keys and no arguments yet, for adding them in
+    /// a loop with [`push_key`](ScriptInvocation::push_key) and
+    /// [`push_arg`](ScriptInvocation::push_arg).
+    pub fn invocation(&self) -> ScriptInvocation<'_> {
+        ScriptInvocation {
+            script: self,
+            keys: Vec::new(),
+            key_count: 0,
+            args: Vec::new(),
+            arg_count: 0,
+        }
+    }
+
+    /// Runs the script with no keys and no arguments; see
+    /// [`ScriptInvocation::invoke`].
+    pub fn invoke<T: FromValue, S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<T> {
+        self.invocation().invoke(conn)
+    }
+
+    /// Loads the script into the server's cache (`SCRIPT LOAD`) and checks
+    /// that the server names it by the SHA computed here.
+    ///
+    /// A compile error in the script is [`Error::Server`]. A different SHA
+    /// is a protocol error of kind
+    /// [`Unexpected`](crate::ProtocolErrorKind::Unexpected), and, like every
+    /// protocol error, it breaks the connection: whatever answers is not
+    /// behaving as Redis does.
+    pub fn load<S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<()> {
+        let sha: String = conn.query(["SCRIPT", "LOAD", self.source.as_str()])?;
+        self.check_sha(conn, &sha)
+    }
+
+    /// Queues `SCRIPT LOAD <source>` in `pipe` and returns the index of its
+    /// reply (the SHA). Later [`add_evalsha_to`](ScriptInvocation::add_evalsha_to)
+    /// calls in the same pipeline then cannot meet `NOSCRIPT`.
+    pub fn add_load_to(&self, pipe: &mut Pipeline) -> usize {
+        pipe.cmd(["SCRIPT", "LOAD", self.source.as_str()]);
+        pipe.len() - 1
+    }
+
+    /// Checks the SHA that `SCRIPT LOAD` returned; a different one breaks
+    /// the connection.
+    fn check_sha<S: Read + Write>(&self, conn: &mut Connection<S>, sha: &str) -> Result<()> {
+        if sha == self.sha {
+            return Ok(());
+        }
+        let err = self.sha_mismatch(sha);
+        conn.mark_broken(err.to_string());
+        Err(err)
+    }
+
+    fn sha_mismatch(&self, sha: &str) -> Error {
+        Error::Protocol(ProtocolError::new(
+            ProtocolErrorKind::Unexpected,
+            0,
+            format!("SCRIPT LOAD to return the script's SHA-1 {}", self.sha),
+            format!("{:?}", sha),
+        ))
+    }
+}
+
+/// One call of a [`Script`]: its keys and its arguments.
+///
+/// Keys and arguments are kept apart and sent as
+/// `EVALSHA <sha> <number of keys> <keys...> <args...>`, keys first whatever
+/// the order of the `key` and `arg` calls.
+///
+/// Outside a pipeline, use [`invoke`](ScriptInvocation::invoke). In a
+/// pipeline, use [`add_to`](ScriptInvocation::add_to), which queues
+/// `SCRIPT LOAD` right before the `EVALSHA`, so the script is always there
+/// when it runs (see that method for the reply layout).
+#[derive(Clone, Debug)]
+pub struct ScriptInvocation<'a> {
+    script: &'a Script,
+    /// The keys, each already a RESP bulk string.
+    keys: Vec<u8>,
+    key_count: usize,
+    /// The arguments, each already a RESP bulk string.
+    args: Vec<u8>,
+    arg_count: usize,
+}
+
+impl<'a> ScriptInvocation<'a> {
+    /// Adds a key (`KEYS[n]`).
+    pub fn key<A: ToArg>(mut self, key: A) -> ScriptInvocation<'a> {
+        self.push_key(key);
+        self
+    }
+
+    /// Adds an argument (`ARGV[n]`).
+    pub fn arg<A: ToArg>(mut self, arg: A) -> ScriptInvocation<'a> {
+        self.push_arg(arg);
+        self
+    }
+
+    /// Adds a key through a mutable reference, for loops.
+    pub fn push_key<A: ToArg>(&mut self, key: A) -> &mut ScriptInvocation<'a> {
+        key.write_arg(&mut self.keys);
+        self.key_count += 1;
+        self
+    }
+
+    /// Adds an argument through a mutable reference, for loops.
+    pub fn push_arg<A: ToArg>(&mut self, arg: A) -> &mut ScriptInvocation<'a> {
+        arg.write_arg(&mut self.args);
+        self.arg_count += 1;
+        self
+    }
+
+    /// The script being invoked.
+    pub fn script(&self) -> &'a Script {
+        self.script
+    }
+
+    /// The number of keys and of arguments.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.key_count, self.arg_count)
+    }
+
+    /// Runs the script and converts its reply.
+    ///
+    /// Sends `EVALSHA`. If the server answers `NOSCRIPT` (the script is not
+    /// in its cache, so nothing ran), it sends `SCRIPT LOAD` and the same
+    /// `EVALSHA` together in one write and reads both replies: two round
+    /// trips in all, and the script runs once. An error the script raises
+    /// (`redis.error_reply`, a failing `redis.call`) is [`Error::Server`]
+    /// with the script's code; a compile error is the `SCRIPT LOAD` error.
+    ///
+    /// The fallback is keyed on the `NOSCRIPT` code, as Redis sends it when
+    /// the SHA is unknown: a script must not itself return an error whose
+    /// code is `NOSCRIPT`, or it would be run a second time.
+    ///
+    /// ```
+    /// # use std::collections::VecDeque;
+    /// # use std::io::{Read, Write};
+    /// # // Each request written releases the next canned reply.
+    /// # struct Fake { canned: VecDeque<Vec<u8>>, out: Vec<u8>, writes: Vec<Vec<u8>> }
+    /// # impl Read for Fake {
+    /// #     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+    /// #         let n = self.out.len().min(b.len());
+    /// #         b[..n].copy_from_slice(&self.out[..n]);
+    /// #         self.out.drain(..n);
+    /// #         Ok(n)
+    /// #     }
+    /// # }
+    /// # impl Write for Fake {
+    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+    /// #         self.writes.push(b.to_vec());
+    /// #         let next = self.canned.pop_front().unwrap_or_default();
+    /// #         self.out.extend_from_slice(&next);
+    /// #         Ok(b.len())
+    /// #     }
+    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// use respline::{Connection, Script};
+    ///
+    /// let script = Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    /// // The server does not know the script yet: NOSCRIPT; then the SHA and the result.
+    /// let canned = VecDeque::from(vec![
+    ///     b"-NOSCRIPT No matching script.\r\n".to_vec(),
+    ///     format!("$40\r\n{}\r\n:5\r\n", script.sha()).into_bytes(),
+    /// ]);
+    /// let mut conn = Connection::new(Fake { canned, out: vec![], writes: vec![] });
+    ///
+    /// let n: i64 = script.key("counter").arg(5).invoke(&mut conn)?;
+    /// assert_eq!(n, 5);
+    /// let writes = &conn.get_ref().writes;
+    /// assert_eq!(writes.len(), 2); // EVALSHA, then SCRIPT LOAD + EVALSHA in one write
+    /// assert!(writes[0].starts_with(b"*5\r\n$7\r\nEVALSHA\r\n$40\r\n"));
+    /// assert!(writes[1].starts_with(b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n"));
+    /// assert!(writes[1].ends_with(&writes[0]));
+    /// # Ok::<(), respline::Error>(())
+    /// ```
+    pub fn invoke<T: FromValue, S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<T> {
+        let mut evalsha = Vec::new();
+        self.write_evalsha(&mut evalsha);
+        let reply = only_reply(conn, &evalsha)?;
+        if !is_noscript(&reply) {
+            return T::from_value(reply);
+        }
+        // NOSCRIPT: nothing ran. Load and run in one write, one round trip.
+        let mut both = Vec::with_capacity(self.script.source.len() + evalsha.len() + 64);
+        ["SCRIPT", "LOAD", self.script.source.as_str()].write_command(&mut both);
+        both.extend_from_slice(&evalsha);
+        let mut loaded = Value::Nil;
+        let mut result = Value::Nil;
+        conn.request(&both, 2, Wait::Default, |i, v| {
+            if i == 0 {
+                loaded = v;
+            } else {
+                result = v;
+            }
+            Ok(())
+        })?;
+        // A script that does not compile fails SCRIPT LOAD, and then EVALSHA
+        // with NOSCRIPT: the load error is the one that explains.
+        let sha = String::from_value(loaded)?;
+        self.script.check_sha(conn, &sha)?;
+        T::from_value(result)
+    }
+
+    /// Queues `SCRIPT LOAD <source>` and then this `EVALSHA` in `pipe`, and
+    /// returns the index of the script's reply.
+    ///
+    /// This adds **two** commands, so **two** replies: the SHA from
+    /// `SCRIPT LOAD` at index `i - 1`, then the script's own reply at the
+    /// returned index `i`. Nothing is reordered or hidden: every later
+    /// command's reply is one further on than it would be without the load.
+    /// Because the load travels in the same write right before the
+    /// `EVALSHA`, there is no extra round trip and `NOSCRIPT` cannot happen,
+    /// even just after `SCRIPT FLUSH`. In a [`Pipeline::transaction`] the
+    /// same layout holds inside EXEC's replies.
+    ///
+    /// To call the same script many times in one pipeline, queue the load
+    /// once with [`Script::add_load_to`] and the calls with
+    /// [`add_evalsha_to`](ScriptInvocation::add_evalsha_to).
+    ///
+    /// ```
+    /// # use std::io::{Cursor, Read, Write};
+    /// # struct Fake { replies: Cursor<Vec<u8>>, writes: usize }
+    /// # impl Read for Fake { fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> { self.replies.read(b) } }
+    /// # impl Write for Fake {
+    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.writes += 1; Ok(b.len()) }
+    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// use respline::{Connection, Pipeline, Script, Value};
+    ///
+    /// let script = Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    /// # let canned = format!("+OK\r\n$40\r\n{}\r\n:15\r\n$2\r\n15\r\n", script.sha());
+    /// # let mut conn = Connection::new(Fake { replies: Cursor::new(canned.into_bytes()), writes: 0 });
+    /// let mut pipe = Pipeline::new();
+    /// pipe.cmd(["SET", "counter", "10"]);                    // reply 0
+    /// let i = script.key("counter").arg(5).add_to(&mut pipe); // reply 1: SHA, reply 2: script
+    /// pipe.cmd(["GET", "counter"]);                          // reply 3
+    /// assert_eq!((i, pipe.len()), (2, 4));
+    ///
+    /// let replies = pipe.execute(&mut conn)?;
+    /// assert_eq!(replies[i - 1], Value::from(script.sha()));
+    /// assert_eq!(replies[i], Value::Integer(15));
+    /// assert_eq!(replies[3], Value::from("15"));
+    ///
+    /// // Or convert them all at once, one tuple element per reply:
+    /// # let canned = format!("+OK\r\n$40\r\n{}\r\n:20\r\n$2\r\n20\r\n", script.sha());
+    /// # let mut conn = Connection::new(Fake { replies: Cursor::new(canned.into_bytes()), writes: 0 });
+    /// let ((), _sha, n, s): ((), String, i64, String) = pipe.query(&mut conn)?;
+    /// assert_eq!((n, s.as_str()), (20, "20"));
+    /// assert_eq!(conn.get_ref().writes, 1);
+    /// # Ok::<(), respline::Error>(())
+    /// ```
+    pub fn add_to(&self, pipe: &mut Pipeline) -> usize {
+        self.script.add_load_to(pipe);
+        self.add_evalsha_to(pipe)
+    }
+
+    /// Queues only this `EVALSHA` in `pipe` (one reply) and returns the index
+    /// of its reply. The script must be loaded already: by
+    /// [`Script::add_load_to`] earlier in the same pipeline (safe), or by an
+    /// earlier [`Script::load`] (a `SCRIPT FLUSH` or restart in between gives
+    /// a `NOSCRIPT` error reply at this index, and the pipeline is not
+    /// retried).
+    pub fn add_evalsha_to(&self, pipe: &mut Pipeline) -> usize {
+        pipe.cmd(Evalsha(self));
+        pipe.len() - 1
+    }
+
+    /// Appends `EVALSHA <sha> <numkeys> <keys...> <args...>`.
+    fn write_evalsha(&self, out: &mut Vec<u8>) {
+        crate::encode::write_header(out, b'*', 3 + self.key_count + self.arg_count);
+        "EVALSHA".write_arg(out);
+        self.script.sha.write_arg(out);
+        self.key_count.write_arg(out);
+        out.extend_from_slice(&self.keys);
+        out.extend_from_slice(&self.args);
+    }
+}
+
+/// The `EVALSHA` command of an invocation, for [`Pipeline::cmd`].
+struct Evalsha<'i, 's>(&'i ScriptInvocation<'s>);
+
+impl ToCommand for Evalsha<'_, '_> {
+    fn write_command(&self, out: &mut Vec<u8>) {
+        self.0.write_evalsha(out)
+    }
+}
+
+/// Sends one encoded command and returns its raw reply.
+fn only_reply<S: Read + Write>(conn: &mut Connection<S>, bytes: &[u8]) -> Result<Value> {
+    let mut reply = Value::Nil;
+    conn.request(bytes, 1, Wait::Default, |_, v| {
+        reply = v;
+        Ok(())
+    })?;
+    Ok(reply)
+}
+
+fn is_noscript(reply: &Value) -> bool {
+    server_error(reply).map_or(false, |e| e.code() == "NOSCRIPT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_go_before_args_whatever_the_call_order() {
+        let script = Script::new("return 1");
+        let call = script.arg("a1").key("k1").arg(2).key("k2");
+        let mut out = Vec::new();
+        call.write_evalsha(&mut out);
+        let expected = format!(
+            "*7\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$2\r\nk1\r\n$2\r\nk2\r\n$2\r\na1\r\n$1\r\n2\r\n",
+            script.sha()
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        assert_eq!(call.counts(), (2, 2));
+    }
+
+    #[test]
+    fn no_keys_no_args() {
+        let script = Script::new("return 1");
+        let mut out = Vec::new();
+        script.invocation().write_evalsha(&mut out);
+        let expected = format!(
+            "*3\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n0\r\n",
+            script.sha()
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn add_to_queues_load_then_evalsha() {
+        let script = Script::new("return ARGV[1]");
+        let mut pipe = Pipeline::new();
+        pipe.cmd(["PING"]);
+        assert_eq!(script.arg("x").add_to(&mut pipe), 2);
+        assert_eq!(script.arg("y").add_evalsha_to(&mut pipe), 3);
+        assert_eq!(pipe.len(), 4);
+        let mut expected = Vec::new();
+        ["PING"].write_command(&mut expected);
+        ["SCRIPT", "LOAD", "return ARGV[1]"].write_command(&mut expected);
+        ["EVALSHA", script.sha(), "0", "x"].write_command(&mut expected);
+        ["EVALSHA", script.sha(), "0", "y"].write_command(&mut expected);
+        assert_eq!(pipe.as_bytes(), &expected[..]);
+    }
+
+    #[test]
+    fn sha_mismatch_is_reported_with_both_values() {
+        let script = Script::new("return 1");
+        let text = script.sha_mismatch("0000").to_string();
+        assert_eq!(
+            text,
+            format!(
+                "unexpected reply at byte 0 of the reply: expected SCRIPT LOAD to return \
+                 the script's SHA-1 {}, found \"0000\"",
+                script.sha()
+            )
+        );
+    }
+
+    /// Each write releases the next canned reply chunk.
+    struct Fake {
+        canned: std::collections::VecDeque<Vec<u8>>,
+        out: Vec<u8>,
+    }
+
+    impl Read for Fake {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.out.len().min(b.len());
+            b[..n].copy_from_slice(&self.out[..n]);
+            self.out.drain(..n);
+            Ok(n)
+        }
+    }
+
+    impl Write for Fake {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let next = self.canned.pop_front().unwrap_or_default();
+            self.out.extend_from_slice(&next);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn fake(canned: &[&str]) -> Connection<Fake> {
+        Connection::new(Fake {
+            canned: canned.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            out: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_foreign_sha_breaks_the_connection() {
+        let script = Script::new("return 1");
+        let wrong = format!("$40\r\n{}\r\n", "0".repeat(40));
+
+        let mut conn = fake(&[&wrong]);
+        let err = script.load(&mut conn).unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{:?}", err);
+        assert!(conn.is_broken());
+
+        let mut conn = fake(&["-NOSCRIPT No matching script.\r\n", &(wrong + ":1\r\n")]);
+        let err = script.invoke::<i64, _>(&mut conn).unwrap_err();
+        assert!(matches!(err, Error::Protocol(_)), "{:?}", err);
+        assert!(conn.is_broken());
+    }
+
+    #[test]
+    fn the_cached_path_is_one_request() {
+        let script = Script::new("return 1");
+        let mut conn = fake(&[":1\r\n"]);
+        assert_eq!(script.invoke::<i64, _>(&mut conn).unwrap(), 1);
+        assert!(conn.get_ref().canned.is_empty() && !conn.is_broken());
+    }
+
+    #[test]
+    fn noscript_is_recognised_by_its_code_only() {
+        assert!(is_noscript(&Value::Error(
+            "NOSCRIPT No matching script. Please use EVAL.".into()
+        )));
+        assert!(!is_noscript(&Value::Error("ERR NOSCRIPT".into())));
+        assert!(!is_noscript(&Value::BulkString(b"NOSCRIPT".to_vec())));
+    }
+}
