@@ -159,10 +159,8 @@ impl<S: Read + Write> Connection<S> {
         let result = self.run_handshake(options, deadline);
         if let Err(e) = &result {
             // A connection whose handshake failed is not what the caller
-            // asked for; nothing may reuse it.
-            if !e.breaks_connection() {
-                self.state = State::Broken(format!("handshake failed: {}", e));
-            }
+            // asked for; nothing may reuse it, whatever the failure.
+            self.mark_broken(format!("handshake failed: {}", e));
         }
         result
     }
@@ -195,11 +193,10 @@ impl<S: Read + Write> Connection<S> {
                     self.push_resp2_auth(options, &mut setup);
                 }
                 other => {
-                    return Err(unexpected(format!(
-                        "a map from HELLO, found {} {}",
-                        other.kind(),
-                        other
-                    )));
+                    return Err(unexpected(
+                        "a map (or an error) in reply to HELLO 3",
+                        format!("{} {}", other.kind(), other),
+                    ));
                 }
             }
         } else {
@@ -279,7 +276,7 @@ impl<S: Read + Write> Connection<S> {
             self.scratch = bytes;
         }
         result?;
-        reply.ok_or_else(|| unexpected("one reply".to_string()))
+        reply.ok_or_else(|| unexpected("one reply", "none".to_string()))
     }
 
     /// Writes `bytes` (holding `replies` commands) in one write, then reads
@@ -648,7 +645,8 @@ impl<S: Read + Write> Connection<S> {
 
 impl Connection<Socket> {
     /// Opens a connection from a URL (see [`ConnectOptions::from_url`]):
-    /// `redis://[user[:password]@]host[:port][/db]`, `unix:///path?db=N`.
+    /// `redis://[[user]:password@]host[:port][/db]` (a lone `password@` is a
+    /// password, as in redis-cli), `unix:///path?db=N`.
     ///
     /// ```no_run
     /// let mut conn = respline::Connection::open("redis://127.0.0.1:6379/0")?;
@@ -722,12 +720,12 @@ fn round_down(d: Duration) -> Duration {
     }
 }
 
-fn unexpected(what: String) -> Error {
+fn unexpected(expected: &'static str, found: String) -> Error {
     Error::Protocol(ProtocolError::new(
         ProtocolErrorKind::Unexpected,
         0,
-        what,
-        "something else",
+        expected,
+        found,
     ))
 }
 

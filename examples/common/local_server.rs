@@ -27,7 +27,9 @@ impl LocalServer {
         let dir = std::env::temp_dir().join(format!(
             "respline-example-{}-{}",
             std::process::id(),
-            Instant::now().elapsed().as_nanos()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).expect("create a temporary directory");
         let sock = dir.join("redis.sock");
