@@ -198,6 +198,80 @@ impl Decoder {
         &self.limits
     }
 
+    /// Heap bytes held for the reply under way: the capacity of its partial
+    /// aggregates and strings, and of the elements already in them. Zero
+    /// between replies. For callers that watch memory, and for tests that
+    /// check nothing is allocated ahead of the bytes that justify it.
+    ///
+    /// ```
+    /// use respline::{Decoder, Limits};
+    ///
+    /// let mut decoder = Decoder::new(Limits::default());
+    /// // A peer announcing four billion elements costs nothing yet.
+    /// let (used, reply) = decoder.feed(b"*4294967295\r\n").unwrap();
+    /// assert_eq!((used, reply), (13, None));
+    /// assert!(decoder.held_bytes() < 1024);
+    /// ```
+    pub fn held_bytes(&self) -> usize {
+        let mut total = self.stack.capacity() * std::mem::size_of::<Frame>();
+        let mut values: Vec<&Value> = Vec::new();
+        for frame in &self.stack {
+            match frame {
+                Frame::List { items, .. } => {
+                    total += items.capacity() * std::mem::size_of::<Value>();
+                    values.extend(items.iter());
+                }
+                Frame::Pairs { items, key, .. } => {
+                    total += items.capacity() * std::mem::size_of::<(Value, Value)>();
+                    for (k, v) in items {
+                        values.push(k);
+                        values.push(v);
+                    }
+                    values.extend(key.iter());
+                }
+                Frame::Attributed { attributes } => {
+                    total += attributes.capacity() * std::mem::size_of::<(Value, Value)>();
+                    for (k, v) in attributes {
+                        values.push(k);
+                        values.push(v);
+                    }
+                }
+                Frame::Chunks { data } => total += data.capacity(),
+            }
+        }
+        // Iterative, so a deep partial reply cannot overflow the stack.
+        while let Some(v) = values.pop() {
+            total += match v {
+                Value::SimpleString(Cow::Owned(s)) => s.capacity(),
+                Value::Error(s) | Value::BigNumber(s) => s.capacity(),
+                Value::BulkString(b) | Value::BlobError(b) => b.capacity(),
+                Value::Verbatim { text, .. } => text.capacity(),
+                Value::Array(items) | Value::Set(items) | Value::Push(items) => {
+                    values.extend(items.iter());
+                    items.capacity() * std::mem::size_of::<Value>()
+                }
+                Value::Map(pairs) => {
+                    for (k, v) in pairs {
+                        values.push(k);
+                        values.push(v);
+                    }
+                    pairs.capacity() * std::mem::size_of::<(Value, Value)>()
+                }
+                Value::Attribute { attributes, value } => {
+                    for (k, v) in attributes {
+                        values.push(k);
+                        values.push(v);
+                    }
+                    values.push(value);
+                    attributes.capacity() * std::mem::size_of::<(Value, Value)>()
+                        + std::mem::size_of::<Value>()
+                }
+                _ => 0,
+            };
+        }
+        total
+    }
+
     /// True if part of a reply has been consumed and the rest is awaited.
     pub fn is_mid_reply(&self) -> bool {
         !self.stack.is_empty()
