@@ -64,3 +64,8 @@ pub use script::{Script, ScriptInvocation};
 pub use socket::{Socket, SocketHooks};
 pub use transaction::{transaction, WatchOptions};
 pub use value::Value;
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
