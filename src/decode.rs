@@ -181,6 +181,24 @@ enum Token {
 /// The longest length or integer line: `-9223372036854775808`.
 const MAX_NUMBER_LEN: usize = 20;
 
+/// The longest simple string the fast path scans for; longer ones take the
+/// general path, which remembers how far it scanned.
+const QUICK_LINE: usize = 128;
+
+/// The index of the CR ending the line that starts at `rest[0]` (a type
+/// byte), if the line holds at most `max` bytes, no other CR or LF, and its
+/// whole CRLF is in `rest`. `rest` must not be empty.
+#[inline]
+fn short_line(rest: &[u8], max: usize) -> Option<usize> {
+    let window = &rest[1..rest.len().min(max.saturating_add(2))];
+    let i = window.iter().position(|&b| b == b'\r' || b == b'\n')? + 1;
+    if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+        Some(i)
+    } else {
+        None
+    }
+}
+
 impl Decoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Decoder {
@@ -296,9 +314,26 @@ impl Decoder {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        if self.stack.is_empty() {
+            // A whole scalar reply: no frame, no bookkeeping.
+            if let Some((value, used)) = self.quick(buf) {
+                self.scanned = 0;
+                self.offset = 0;
+                return Ok((used, Some(value)));
+            }
+        }
         let mut pos = 0;
         loop {
             let rest = &buf[pos..];
+            if let Some((value, used)) = self.quick(rest) {
+                self.scanned = 0;
+                pos += used;
+                if let Some(value) = self.attach(value) {
+                    self.offset = 0;
+                    return Ok((pos, Some(value)));
+                }
+                continue;
+            }
             let step = self
                 .next_token(rest)
                 .map_err(|e| e.shifted(self.offset + pos));
@@ -474,6 +509,44 @@ impl Decoder {
                 Ok(None)
             }
             _ => unreachable!("chunks are only parsed inside a streamed string"),
+        }
+    }
+
+    /// The fast path for the commonest elements: a `+`, `:` or `$` element
+    /// with a short header, wholly present in `rest`. `None` sends the caller
+    /// down the general path ([`next_token`](Decoder::next_token)), which
+    /// also reports every error; this only accepts what the general path
+    /// accepts, and gives the same value. Its scan is bounded by
+    /// [`QUICK_LINE`], so a long line arriving slowly is not rescanned here.
+    #[inline(always)]
+    fn quick(&self, rest: &[u8]) -> Option<(Value, usize)> {
+        let kind = *rest.first()?;
+        if let Some(Frame::Chunks { .. }) = self.stack.last() {
+            return None;
+        }
+        match kind {
+            b'+' => {
+                let cr = short_line(rest, self.limits.max_line_len.min(QUICK_LINE))?;
+                Some((Value::SimpleString(simple_string(&rest[1..cr])), cr + 2))
+            }
+            b':' => {
+                let cr = short_line(rest, MAX_NUMBER_LEN)?;
+                Some((Value::Integer(parse_i64(&rest[1..cr])?), cr + 2))
+            }
+            b'$' => {
+                let cr = short_line(rest, MAX_NUMBER_LEN)?;
+                let len = parse_digits(&rest[1..cr])?;
+                if len > self.limits.max_bulk_len as u64 {
+                    return None;
+                }
+                let start = cr + 2;
+                let end = start.checked_add(len as usize)?;
+                if rest.get(end..)?.get(..2)? != b"\r\n" {
+                    return None;
+                }
+                Some((Value::BulkString(rest[start..end].to_vec()), end + 2))
+            }
+            _ => None,
         }
     }
 
@@ -823,7 +896,11 @@ fn count_down(remaining: &mut Option<usize>) -> bool {
 }
 
 /// The common statuses are borrowed, so `+OK` costs no allocation.
+#[inline]
 fn simple_string(text: &[u8]) -> Cow<'static, str> {
+    if text == b"OK" {
+        return Cow::Borrowed("OK");
+    }
     match text {
         b"OK" => Cow::Borrowed("OK"),
         b"PONG" => Cow::Borrowed("PONG"),
