@@ -167,7 +167,6 @@ fn batching_advice(conn: &mut Connection) -> Result<(), Error> {
         assert_eq!(replies.len(), batch.min(total - start));
     }
     let elapsed = started.elapsed();
-    let n: i64 = conn.query(["DBSIZE"])?;
     println!(
         "   by hand : {} SETs in Pipelines of {}: {:.1} ms ({:.0} commands/s), largest buffer {} KiB",
         total,
