@@ -12,7 +12,13 @@ use crate::encode::{header_len, write_bulk, write_header, NumBuf};
 /// assert_eq!(c.to_bytes(), b"*5\r\n$3\r\nSET\r\n$7\r\ncounter\r\n$2\r\n42\r\n$2\r\nEX\r\n$2\r\n60\r\n");
 /// ```
 pub fn cmd(name: &str) -> Cmd {
-    Cmd::new().arg(name)
+    // One allocation that holds a typical command whole; larger ones grow.
+    let mut c = Cmd {
+        args: Vec::with_capacity(64 + name.len()),
+        count: 0,
+    };
+    c.push_arg(name);
+    c
 }
 
 /// A command under construction: its arguments are encoded as they are
@@ -118,8 +124,12 @@ impl<'a> Iterator for ArgIter<'a> {
     }
 }
 
-/// Something that can be sent as one command: a [`Cmd`], or an array, slice
-/// or `Vec` of arguments.
+/// Something that can be sent as one command: a [`Cmd`], an array, slice
+/// or `Vec` of arguments, or a tuple of up to 12 arguments of mixed types.
+///
+/// Arrays, slices and tuples are encoded straight into the pipeline's (or
+/// connection's) buffer, with no allocation of their own: the fastest way to
+/// queue many commands.
 ///
 /// ```
 /// use respline::ToCommand;
@@ -128,6 +138,10 @@ impl<'a> Iterator for ArgIter<'a> {
 /// ["GET", "name"].write_command(&mut out);
 /// respline::cmd("GET").arg("name").write_command(&mut out);
 /// assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$4\r\nname\r\n*2\r\n$3\r\nGET\r\n$4\r\nname\r\n");
+///
+/// out.clear();
+/// ("SET", "n", 42).write_command(&mut out);
+/// assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nn\r\n$2\r\n42\r\n");
 /// ```
 pub trait ToCommand {
     /// Appends the command as a RESP array of bulk strings.
@@ -162,6 +176,32 @@ impl<T: ToArg> ToCommand for Vec<T> {
         self[..].write_command(out)
     }
 }
+
+macro_rules! tuple_command {
+    ($count:expr; $($name:ident)+) => {
+        impl<$($name: ToArg),+> ToCommand for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn write_command(&self, out: &mut Vec<u8>) {
+                let ($($name,)+) = self;
+                write_header(out, b'*', $count);
+                $($name.write_arg(out);)+
+            }
+        }
+    };
+}
+
+tuple_command!(1; A);
+tuple_command!(2; A B);
+tuple_command!(3; A B C);
+tuple_command!(4; A B C D);
+tuple_command!(5; A B C D E);
+tuple_command!(6; A B C D E F);
+tuple_command!(7; A B C D E F G);
+tuple_command!(8; A B C D E F G H);
+tuple_command!(9; A B C D E F G H I);
+tuple_command!(10; A B C D E F G H I J);
+tuple_command!(11; A B C D E F G H I J K);
+tuple_command!(12; A B C D E F G H I J K L);
 
 impl<C: ToCommand + ?Sized> ToCommand for &C {
     fn write_command(&self, out: &mut Vec<u8>) {

@@ -64,6 +64,16 @@ pub(crate) fn header_len(n: usize) -> usize {
 
 /// Appends `<type><n>\r\n`.
 pub(crate) fn write_header(out: &mut Vec<u8>, kind: u8, n: usize) {
+    // Most headers are one or two digits: skip the formatter for them.
+    if n < 10 {
+        out.extend_from_slice(&[kind, b'0' + n as u8, b'\r', b'\n']);
+        return;
+    }
+    if n < 100 {
+        let (tens, units) = (b'0' + (n / 10) as u8, b'0' + (n % 10) as u8);
+        out.extend_from_slice(&[kind, tens, units, b'\r', b'\n']);
+        return;
+    }
     let mut digits = NumBuf::new();
     out.push(kind);
     out.extend_from_slice(digits.format_u64(n as u64));
@@ -102,9 +112,17 @@ impl NumBuf {
         self.format_u128(n.unsigned_abs() as u128, n < 0)
     }
 
-    /// Digits are written from the end of the buffer backwards.
+    /// Digits are written from the end of the buffer backwards, in u64
+    /// arithmetic whenever the number fits (u128 division is a library call,
+    /// several times slower).
     pub(crate) fn format_u128(&mut self, mut n: u128, negative: bool) -> &[u8] {
         let mut i = self.buf.len();
+        while n > u128::from(u64::MAX) {
+            i -= 1;
+            self.buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let mut n = n as u64;
         loop {
             i -= 1;
             self.buf[i] = b'0' + (n % 10) as u8;
