@@ -217,8 +217,17 @@ impl Decoder {
     }
 
     /// Heap bytes held for the reply under way: the capacity of its partial
-    /// aggregates and strings, and of the elements already in them. Zero
-    /// between replies. For callers that watch memory, and for tests that
+    /// aggregates and strings, and of the elements already in them, plus the
+    /// stack of open aggregates, whose capacity is kept for the next reply
+    /// (one frame of a few dozen bytes per level of nesting seen).
+    ///
+    /// Memory never runs ahead of the bytes received: an aggregate reserves
+    /// room for at most as many elements as the bytes at hand could hold
+    /// (halved for each level of nesting, since the levels share those
+    /// bytes), and a bulk string is copied only once all of it is in. The
+    /// heaviest input, nested headers followed by `_\r\n` elements, holds
+    /// a few dozen bytes per byte received, as each element becomes a
+    /// [`Value`]. For callers that watch memory, and for tests that
     /// check nothing is allocated ahead of the bytes that justify it.
     ///
     /// ```
@@ -357,7 +366,7 @@ impl Decoder {
                     if self.stack.len() >= self.limits.max_depth {
                         let e = limit(
                             at,
-                            "nesting depth",
+                            "a nesting depth",
                             self.limits.max_depth,
                             self.stack.len() as u64 + 1,
                         );
@@ -503,7 +512,7 @@ impl Decoder {
                 }
                 let total = data.len() as u64 + bytes.len() as u64;
                 if total > max as u64 {
-                    return Err(limit(at, "streamed string length", max, total));
+                    return Err(limit(at, "a streamed string length", max, total));
                 }
                 data.extend_from_slice(&bytes);
                 Ok(None)
@@ -621,14 +630,14 @@ impl Decoder {
         match found {
             None => {
                 if rest.len() - 1 > max {
-                    return Err(line_too_long(max, rest.len() - 1));
+                    return Err(line_too_long(rest[0], max));
                 }
                 self.scanned = rest.len();
                 Ok(None)
             }
             Some(i) => {
                 if i - 1 > max {
-                    return Err(line_too_long(max, i - 1));
+                    return Err(line_too_long(rest[0], max));
                 }
                 if rest[i] == b'\n' {
                     return Err(malformed(i, "CRLF", "a bare LF"));
@@ -665,7 +674,7 @@ impl Decoder {
                 _ => {}
             }
         }
-        let len = self.length(text, self.limits.max_bulk_len, "bulk length")?;
+        let len = self.length(text, self.limits.max_bulk_len, "a bulk length")?;
         let start = end + 2;
         let payload = match self.payload(rest, start, len)? {
             Some(p) => p,
@@ -698,7 +707,7 @@ impl Decoder {
             Some(end) => end,
             None => return Ok(None),
         };
-        let len = self.length(&rest[1..end], self.limits.max_bulk_len, "chunk length")?;
+        let len = self.length(&rest[1..end], self.limits.max_bulk_len, "a chunk length")?;
         let start = end + 2;
         if len == 0 {
             // `;0\r\n` ends the string, with no payload and no second CRLF.
@@ -725,7 +734,7 @@ impl Decoder {
             None => {
                 return Err(limit(
                     start,
-                    "payload length",
+                    "a payload length",
                     usize::MAX - start,
                     len as u64,
                 ))
@@ -733,11 +742,13 @@ impl Decoder {
         };
         let trailer = rest.get(end..).unwrap_or(&[]);
         let crlf = &b"\r\n"[..trailer.len().min(2)];
-        if &trailer[..crlf.len()] != crlf {
+        if let Some(i) = (0..crlf.len()).find(|&i| trailer[i] != crlf[i]) {
+            // Name the first wrong byte: the same error however the reply
+            // was split across reads.
             return Err(malformed(
-                end,
+                end + i,
                 format!("CRLF after the {}-byte payload", len),
-                quote(&trailer[..trailer.len().min(8)]),
+                describe_byte(trailer[i]),
             ));
         }
         if trailer.len() < 2 {
@@ -762,11 +773,16 @@ impl Decoder {
         let count = match text {
             b"-1" if kind == b'*' => return Ok(Some((Token::Value(Value::Nil), used))),
             b"?" if matches!(kind, b'*' | b'~' | b'%') => None,
-            _ => Some(self.length(text, self.limits.max_aggregate_len, "aggregate length")?),
+            _ => Some(self.length(text, self.limits.max_aggregate_len, "an aggregate length")?),
         };
         // Never reserve more than the bytes already here could fill: every
-        // element takes at least 3 bytes (`_\r\n`), a pair at least 6.
-        let room = (rest.len() - used) / if pairs { 6 } else { 3 };
+        // element takes at least 3 bytes (`_\r\n`), a pair at least 6. The
+        // open aggregates around this one share those same bytes, so each
+        // level deeper gets half the room of the one above: the reservations
+        // of a whole chain of nested headers add up to at most twice what
+        // the bytes could fill, however deep it goes.
+        let depth = self.stack.len().min(usize::BITS as usize - 1);
+        let room = ((rest.len() - used) / if pairs { 6 } else { 3 }) >> depth;
         let capacity = count.unwrap_or(0).min(room);
         if count == Some(0) && kind != b'|' {
             let value = match kind {
@@ -777,7 +793,7 @@ impl Decoder {
             if self.stack.len() >= self.limits.max_depth {
                 return Err(limit(
                     0,
-                    "nesting depth",
+                    "a nesting depth",
                     self.limits.max_depth,
                     self.stack.len() as u64 + 1,
                 ));
@@ -851,10 +867,14 @@ impl Decoder {
     fn length(&self, text: &[u8], max: usize, what: &'static str) -> Result<usize, ProtocolError> {
         let n = match parse_digits(text) {
             Some(n) => n,
+            // All digits, but past u64: over any limit, not malformed.
+            None if !text.is_empty() && text.iter().all(u8::is_ascii_digit) => {
+                return Err(limit(1, what, max, String::from_utf8_lossy(text)))
+            }
             None => {
                 return Err(malformed(
                     1,
-                    format!("a {} (decimal digits, or -1 for null)", what),
+                    format!("{} (decimal digits, or -1 for null)", what),
                     quote(text),
                 ))
             }
@@ -1017,28 +1037,32 @@ fn malformed(
     ProtocolError::new(ProtocolErrorKind::Malformed, offset, expected, found)
 }
 
-fn limit(offset: usize, what: &str, max: usize, found: u64) -> ProtocolError {
+/// `what` carries its article: "a bulk length", "an aggregate length".
+fn limit(offset: usize, what: &str, max: usize, found: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(
         ProtocolErrorKind::LimitExceeded,
         offset,
-        format!("a {} of at most {}", what, max),
+        format!("{} of at most {}", what, max),
         found.to_string(),
     )
 }
 
-fn line_too_long(max: usize, seen: usize) -> ProtocolError {
-    if max <= MAX_NUMBER_LEN {
+/// A line past `max` breaks [`Limits::max_line_len`] for the types it
+/// governs; for lengths, integers, nulls and booleans, whose forms are fixed,
+/// it is malformed.
+fn line_too_long(kind: u8, max: usize) -> ProtocolError {
+    if !matches!(kind, b'+' | b'-' | b',' | b'(') {
         malformed(
             1,
             format!("a line of at most {} bytes ending in CRLF", max),
-            format!("{} bytes without CRLF", seen),
+            format!("more than {} bytes without CRLF", max),
         )
     } else {
         ProtocolError::new(
             ProtocolErrorKind::LimitExceeded,
             1,
             format!("a line of at most {} bytes ending in CRLF", max),
-            format!("{} bytes without CRLF", seen),
+            format!("more than {} bytes without CRLF", max),
         )
     }
 }
