@@ -132,7 +132,7 @@ struct Shape {
 
 fn shape(v: &Value) -> Shape {
     let mut s = Shape::default();
-    let mut line = |n: usize, s: &mut Shape| s.line = s.line.max(n);
+    let line = |n: usize, s: &mut Shape| s.line = s.line.max(n);
     match v {
         Value::SimpleString(t) => line(t.len(), &mut s),
         Value::Error(t) | Value::BigNumber(t) => line(t.len(), &mut s),
