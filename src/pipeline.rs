@@ -139,7 +139,7 @@ impl Pipeline {
     /// Runs the pipeline and converts the replies, as one array, to `T`: a
     /// tuple with one element per command, or a `Vec`. The first server error
     /// among the replies is returned as [`Error::Server`], with its index.
-    pub fn query<T: FromValue, S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<T> {
+    pub fn query<T: FromValue>(&self, conn: &mut Connection<impl Read + Write>) -> Result<T> {
         let replies = self.execute(conn)?;
         if let Some((i, e)) = replies
             .iter()
