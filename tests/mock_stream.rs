@@ -348,7 +348,7 @@ fn query_reports_the_failing_command_as_a_server_error() {
     let (pipe, canned) = failing_middle();
     let fake = Fake::new(canned);
     let mut conn = Connection::new(fake.clone());
-    match pipe.query::<(i64, i64, String), _>(&mut conn) {
+    match pipe.query::<(i64, i64, String)>(&mut conn) {
         Err(Error::Server(e)) => {
             assert_eq!(e.index, Some(1));
             assert_eq!(e.code(), "ERR");
@@ -689,7 +689,7 @@ fn server_error_index_is_reported_in_display() {
     assert_eq!(e.index, None);
     let (pipe, canned) = failing_middle();
     let mut conn = Connection::new(Fake::new(canned));
-    let err = pipe.query::<Vec<Value>, _>(&mut conn).unwrap_err();
+    let err = pipe.query::<Vec<Value>>(&mut conn).unwrap_err();
     assert_eq!(
         err.to_string(),
         "server error: command #1: ERR value is not an integer or out of range"

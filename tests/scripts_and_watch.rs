@@ -52,7 +52,7 @@ fn commits_after_interference(
         .expect("SET from the other connection");
     let mut pipe = Pipeline::transaction();
     pipe.cmd(["SET", key, value]);
-    match pipe.query::<((),), _>(conn) {
+    match pipe.query::<((),)>(conn) {
         Ok(((),)) => {
             let now: String = other.query(["GET", key]).expect("GET");
             assert_eq!(now, value, "EXEC committed, so SET ran");

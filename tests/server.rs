@@ -428,7 +428,7 @@ fn a_failing_command_in_the_middle_of_a_pipeline() {
     assert_eq!((err.index, err.code()), (Some(1), "ERR"));
     ping(&mut conn);
 
-    match pipe.query::<((), i64, i64, String), _>(&mut conn) {
+    match pipe.query::<((), i64, i64, String)>(&mut conn) {
         Err(Error::Server(e)) => assert_eq!((e.index, e.code()), (Some(1), "ERR")),
         other => panic!("expected Error::Server, got {:?}", other),
     }
