@@ -11,6 +11,10 @@
 //! does nothing and the helper tries again with fresh reads; after
 //! `max_attempts` it gives up with `Error::WatchAborted`.
 //!
+//! For thousands of users, `get_or_create_many` reads and creates with two
+//! chunked loads (`execute_chunked`) in bounded memory, and uses HSETNX so
+//! it never overwrites a user created meanwhile.
+//!
 //! Runs against `REDIS_URL` when it is set, otherwise against a private
 //! `redis-server` it starts on a temporary Unix socket (and stops at the
 //! end). It only touches keys under `respline-example:user:`.
@@ -26,7 +30,7 @@ mod local_server;
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use respline::{cmd, transaction, Connection, Error, Pipeline, WatchOptions};
+use respline::{cmd, transaction, Chunking, Connection, Error, Pipeline, WatchOptions};
 
 const PREFIX: &str = "respline-example:user:";
 
@@ -109,6 +113,34 @@ fn get_or_create_users<S: std::io::Read + std::io::Write>(
         created,
         attempts,
     })
+}
+
+/// The same for thousands of users, in bounded memory: the reads and the
+/// creations each go out as one chunked load (`execute_chunked`), with no
+/// WATCH. Creation uses HSETNX on the `id` field, so a user another client
+/// created in between is never overwritten. Returns how many were created.
+fn get_or_create_many(
+    conn: &mut Connection,
+    ids: impl Iterator<Item = u64> + Clone,
+) -> Result<usize, Error> {
+    let mut missing = Vec::new();
+    let all: Vec<u64> = ids.clone().collect();
+    conn.execute_chunked(
+        ids.map(|id| ("EXISTS", key(id))),
+        &Chunking::default(),
+        |i, exists| {
+            if exists == respline::Value::Integer(0) {
+                missing.push(all[i]);
+            }
+        },
+    )?;
+    let mut created = 0;
+    conn.execute_chunked(
+        missing.iter().map(|&id| ("HSETNX", key(id), "id", id)),
+        &Chunking::default(),
+        |_, reply| created += (reply == respline::Value::Integer(1)) as usize,
+    )?;
+    Ok(created)
 }
 
 fn report(outcome: &Outcome) {
@@ -200,5 +232,18 @@ fn main() -> Result<(), Error> {
     );
 
     cleanup(&mut conn, &all)?;
+
+    println!("5. 10,000 users, 1 to 10,000 (1 to 5 exist), in chunks:");
+    for id in 1..=5u64 {
+        conn.query::<i64>(("HSET", key(id), "id", id))?;
+    }
+    let created = get_or_create_many(&mut conn, 1..=10_000)?;
+    println!("  created {} users", created);
+    assert_eq!(created, 9_995);
+    conn.execute_chunked(
+        (1..=10_000u64).map(|id| ("DEL", key(id))),
+        &Chunking::default(),
+        |_, _| {},
+    )?;
     Ok(())
 }
