@@ -361,7 +361,10 @@ fn start_blocking_server(preload: Vec<(Vec<u8>, Vec<u8>)>) -> u16 {
 }
 
 /// GET of a 20 MiB value, then SET of another, five times over.
-fn get_then_set_load() -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<Vec<u8>>>) {
+/// Keys and values to preload, and commands as lists of arguments.
+type Load = (Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<Vec<u8>>>);
+
+fn get_then_set_load() -> Load {
     let preload = vec![(b"big:0".to_vec(), big_value(0, 20 << 20))];
     let mut commands = Vec::new();
     for i in 0..5u8 {
