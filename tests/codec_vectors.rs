@@ -982,3 +982,32 @@ fn encode_value_resp3_and_resp2_forms() {
         }
     }
 }
+
+#[test]
+fn chains_100_000_deep_of_every_type_fail_on_a_small_stack() {
+    let handle = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            for link in [
+                &b"*1\r\n"[..],
+                b"~1\r\n",
+                b">1\r\n",
+                b"%1\r\n+k\r\n",
+                b"|1\r\n+k\r\n:1\r\n",
+                b"*?\r\n",
+                b"*1\r\n%1\r\n_\r\n|1\r\n+a\r\n:1\r\n~1\r\n",
+            ] {
+                let mut wire = link.repeat(100_000);
+                wire.extend_from_slice(b":1\r\n");
+                let e = decode(&wire, &Limits::default()).unwrap_err();
+                assert_eq!(e.kind(), ProtocolErrorKind::LimitExceeded);
+                // The same, fed in pieces.
+                let pieces: Vec<&[u8]> = wire.chunks(4096).collect();
+                assert_eq!(feed_pieces(&pieces, &Limits::default()).unwrap_err(), e);
+            }
+        })
+        .unwrap();
+    handle
+        .join()
+        .expect("a deep chain overflowed a 256 KiB stack");
+}

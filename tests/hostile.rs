@@ -291,6 +291,44 @@ fn garbage_and_bad_framing_are_protocol_errors() {
             ProtocolErrorKind::Malformed,
             "CRLF after the 3-byte payload",
         ),
+        (
+            b"$6\r\nfoobarx\r\n",
+            ProtocolErrorKind::Malformed,
+            "found 'x'",
+        ),
+        (b"\xff\r\n", ProtocolErrorKind::Malformed, "found 0xff"),
+        (b"\r\n", ProtocolErrorKind::Malformed, "found 0x0d"),
+        (
+            b"HTTP/1.1 400 Bad Request\r\n",
+            ProtocolErrorKind::Malformed,
+            "found 'H' (0x48)",
+        ),
+        (
+            b"$5 \r\nhello\r\n",
+            ProtocolErrorKind::Malformed,
+            "bulk length",
+        ),
+        (b"$-01\r\n", ProtocolErrorKind::Malformed, "bulk length"),
+        (b"$-0\r\n", ProtocolErrorKind::Malformed, "bulk length"),
+        (b":12a\r\n", ProtocolErrorKind::Malformed, "i64"),
+        (b"%-1\r\n", ProtocolErrorKind::Malformed, "aggregate length"),
+        (b"$5\nhello\r\n", ProtocolErrorKind::Malformed, "bare LF"),
+        (b"+O\rK\r\n", ProtocolErrorKind::Malformed, "LF after CR"),
+        (
+            b"$18446744073709551615\r\n",
+            ProtocolErrorKind::LimitExceeded,
+            "bulk length",
+        ),
+        (
+            b"*9223372036854775807\r\n:1\r\n",
+            ProtocolErrorKind::LimitExceeded,
+            "aggregate length of at most 4294967295",
+        ),
+        (
+            b"%4611686018427387904\r\n+k\r\n",
+            ProtocolErrorKind::LimitExceeded,
+            "aggregate length",
+        ),
     ];
     for (reply, kind, needle) in cases {
         let (err, mut conn) = hostile_reply(reply);
@@ -370,6 +408,133 @@ fn a_simple_string_line_that_never_ends_is_refused_at_the_line_limit() {
     drop(conn);
     let log = peer.finish();
     assert!(log.write_failed, "the peer sent its whole gigabyte");
+}
+
+#[test]
+fn deep_chains_of_every_aggregate_type_are_refused() {
+    for link in [
+        &b"~1\r\n"[..],
+        b"%1\r\n+k\r\n",
+        b"|1\r\n+k\r\n:1\r\n",
+        b">1\r\n",
+    ] {
+        let mut reply = link.repeat(100_000);
+        reply.extend_from_slice(b":1\r\n");
+        let (err, mut conn) = hostile_reply(&reply);
+        assert_eq!(
+            protocol_kind(&err),
+            Some(ProtocolErrorKind::LimitExceeded),
+            "{:?}: {}",
+            String::from_utf8_lossy(link),
+            err
+        );
+        assert_refuses(&mut conn);
+    }
+}
+
+#[test]
+fn a_server_error_then_close_is_surfaced_then_the_close_breaks() {
+    let peer = FakePeer::start(vec![
+        Read(1),
+        Send(b"-ERR Protocol error: invalid bulk length\r\n".to_vec()),
+        Close,
+    ]);
+    let mut conn = connect(&peer.with_read_timeout(2000));
+    let err = conn.query::<()>(("SET", "k", "v")).unwrap_err();
+    let server = err.server_error().expect("the server's error");
+    assert_eq!(server.code(), "ERR");
+    assert!(server.message().contains("invalid bulk length"));
+    // A whole reply arrived, so that call left the stream in step...
+    assert!(!conn.is_broken());
+    thread::sleep(Duration::from_millis(100));
+    // ...and the close is found before the next request is written.
+    let err = conn.query::<Value>(["PING"]).unwrap_err();
+    assert!(err.is_io(), "{:?}", err);
+    assert_refuses(&mut conn);
+    drop(conn);
+    assert_eq!(peer.finish().commands, 1);
+}
+
+#[test]
+fn a_write_to_a_closed_peer_fails_cleanly() {
+    // The peer answers the first command and closes; the client's next
+    // command (1 MiB) cannot be delivered. No SIGPIPE, a clear error.
+    let peer = FakePeer::start(vec![Read(1), Send(b"+OK\r\n".to_vec()), Close]);
+    let options = peer
+        .options()
+        .read_timeout(Some(Duration::from_secs(2)))
+        .write_timeout(Some(Duration::from_secs(2)));
+    let mut conn = connect(&options);
+    let _: () = conn.query(("SET", "a", "1")).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let big = vec![b'v'; 1 << 20];
+    let err = conn.query::<Value>(("SET", "b", &big[..])).unwrap_err();
+    assert!(err.is_io(), "{:?}", err);
+    assert_refuses(&mut conn);
+}
+
+#[test]
+fn a_write_that_fails_part_way_breaks_the_connection() {
+    // Over an in-memory stream that takes 10 bytes and then fails: the
+    // server would glue the next command to the fragment, so the
+    // connection must refuse further use.
+    struct HalfWrite(usize);
+    impl std::io::Read for HalfWrite {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Ok(0)
+        }
+    }
+    impl std::io::Write for HalfWrite {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.0);
+            self.0 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut conn = Connection::new(HalfWrite(10));
+    let err = conn.query::<Value>(("SET", "key", "value")).unwrap_err();
+    assert!(err.is_io(), "{:?}", err);
+    assert!(conn.is_broken());
+    assert!(matches!(
+        conn.query::<Value>(["PING"]),
+        Err(Error::Broken { .. })
+    ));
+}
+
+#[test]
+fn connecting_to_a_port_with_no_listener_is_refused_at_once() {
+    let port = {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let started = Instant::now();
+    let err = Connection::connect(
+        &ConnectOptions::tcp("127.0.0.1", port).connect_timeout(Some(Duration::from_secs(5))),
+    )
+    .unwrap_err();
+    assert!(err.is_io(), "{:?}", err);
+    assert!(started.elapsed() < NO_HANG);
+}
+
+#[test]
+fn a_peer_that_never_answers_the_handshake_times_out() {
+    // The TCP connection is accepted; nothing answers HELLO. The connect
+    // timeout covers the handshake too.
+    let peer = FakePeer::start(vec![Stall(Duration::from_secs(3))]);
+    let options = peer
+        .options()
+        .protocol(respline::Protocol::Resp3)
+        .connect_timeout(Some(Duration::from_millis(300)));
+    let started = Instant::now();
+    let err = Connection::connect(&options).unwrap_err();
+    assert!(err.is_timeout(), "{:?}", err);
+    assert!(started.elapsed() < NO_HANG);
 }
 
 // --------------------------------------------------- unsolicited replies
