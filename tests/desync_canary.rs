@@ -4,8 +4,10 @@
 //!
 //! Four threads, each with its own connection through a loopback proxy that
 //! holds some of the server's replies back for longer than the read timeout,
-//! loop GET over their own keys, whose values name the key. Every reply a
-//! caller accepts must belong to the key it asked for. Without the rule that
+//! loop over their own keys, whose values name the key: single GETs,
+//! pipelines with a failing command in the middle, and MULTI/EXEC
+//! transactions. Every reply a caller accepts must belong to the command
+//! that asked for it. Without the rule that
 //! a failed connection refuses further use, late replies are taken as the
 //! answers to later GETs and this test fails.
 
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use respline::{ConnectOptions, Connection, Error};
+use respline::{ConnectOptions, Connection, Error, Pipeline, Value};
 use support::RedisServer;
 
 const THREADS: usize = 4;
@@ -109,6 +111,42 @@ fn value_of(key: &str) -> String {
     format!("value-of-{}", key)
 }
 
+/// One request, its shape chosen by `i`: a GET, a pipeline of GETs with a
+/// failing command in the middle, or a MULTI/EXEC of GETs. Returns how many
+/// accepted replies were wrong.
+fn one_round(conn: &mut Connection, t: usize, i: usize) -> respline::Result<usize> {
+    let check = |k: &str, v: &Value| usize::from(v.as_bytes() != Some(value_of(k).as_bytes()));
+    match i % 4 {
+        0 | 1 => {
+            let k = key(t, i);
+            let v: Option<String> = conn.query(("GET", &k))?;
+            Ok(usize::from(v.as_deref() != Some(value_of(&k).as_str())))
+        }
+        2 => {
+            let keys = [key(t, i), key(t, i + 1), key(t, i + 2)];
+            let mut pipe = Pipeline::new();
+            pipe.cmd(("GET", &keys[0]))
+                .cmd(("INCR", &keys[1]))
+                .cmd(("GET", &keys[2]));
+            let replies = pipe.execute(conn)?;
+            let mut wrong = check(&keys[0], &replies[0]) + check(&keys[2], &replies[2]);
+            // INCR of a non-number: this command's own error, in its slot.
+            match &replies[1] {
+                Value::Error(e) if e.starts_with("ERR value is not an integer") => {}
+                _ => wrong += 1,
+            }
+            Ok(wrong)
+        }
+        _ => {
+            let keys = [key(t, i), key(t, i + 7)];
+            let mut tx = Pipeline::transaction();
+            tx.cmd(("GET", &keys[0])).cmd(("GET", &keys[1]));
+            let replies = tx.execute(conn)?;
+            Ok(check(&keys[0], &replies[0]) + check(&keys[1], &replies[1]))
+        }
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     accepted: AtomicUsize,
@@ -146,14 +184,10 @@ fn a_late_reply_is_never_handed_to_the_next_request() {
                         while conn.reconnect().is_err() {}
                         tally.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
-                    let k = key(t, i);
-                    match conn.query::<Option<String>>(("GET", &k)) {
-                        Ok(v) => {
+                    match one_round(&mut conn, t, i) {
+                        Ok(wrong) => {
                             tally.accepted.fetch_add(1, Ordering::Relaxed);
-                            if v.as_deref() != Some(value_of(&k).as_str()) {
-                                tally.wrong.fetch_add(1, Ordering::Relaxed);
-                                eprintln!("GET {} answered {:?}", k, v);
-                            }
+                            tally.wrong.fetch_add(wrong, Ordering::Relaxed);
                         }
                         Err(e) if e.is_timeout() => {
                             tally.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -177,7 +211,7 @@ fn a_late_reply_is_never_handed_to_the_next_request() {
     let timeouts = tally.timeouts.load(Ordering::Relaxed);
     let other = tally.other_errors.load(Ordering::Relaxed);
     eprintln!(
-        "desync canary: {} requests, {} replies accepted, {} wrong, {} timeouts, {} other errors, {} reconnects",
+        "desync canary: {} requests, {} accepted, {} wrong, {} timeouts, {} other errors, {} reconnects",
         THREADS * REQUESTS_PER_THREAD,
         accepted,
         wrong,
