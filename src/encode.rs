@@ -45,9 +45,21 @@ pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
 /// respline::write_bulk(&mut out, b"");
 /// assert_eq!(out, b"$0\r\n\r\n");
 /// ```
+#[inline]
 pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bulk_len(bytes.len()));
-    write_header(out, b'$', bytes.len());
+    let len = bytes.len();
+    // Most arguments are short: one reservation, the header written inline.
+    if len < 10 {
+        out.reserve(len + 6);
+        out.extend_from_slice(&[b'$', b'0' + len as u8, b'\r', b'\n']);
+    } else if len < 100 {
+        out.reserve(len + 7);
+        let (tens, units) = (b'0' + (len / 10) as u8, b'0' + (len % 10) as u8);
+        out.extend_from_slice(&[b'$', tens, units, b'\r', b'\n']);
+    } else {
+        out.reserve(bulk_len(len));
+        write_header(out, b'$', len);
+    }
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
 }

@@ -1011,3 +1011,33 @@ fn chains_100_000_deep_of_every_type_fail_on_a_small_stack() {
         .join()
         .expect("a deep chain overflowed a 256 KiB stack");
 }
+
+#[test]
+fn bulk_headers_at_every_digit_boundary() {
+    for len in [
+        0usize,
+        1,
+        9,
+        10,
+        11,
+        99,
+        100,
+        101,
+        999,
+        1000,
+        65535,
+        65536,
+        1 << 20,
+    ] {
+        let payload = vec![b'\r'; len];
+        let mut out = b"prefix".to_vec();
+        write_bulk(&mut out, &payload);
+        let mut expected = b"prefix".to_vec();
+        expected.extend_from_slice(format!("${}\r\n", len).as_bytes());
+        expected.extend_from_slice(&payload);
+        expected.extend_from_slice(b"\r\n");
+        assert!(out == expected, "length {}", len);
+        let (v, used) = decode(&out[6..], &Limits::default()).unwrap().unwrap();
+        assert_eq!((v, used), (Value::BulkString(payload), out.len() - 6));
+    }
+}
