@@ -5,8 +5,11 @@
 //! holds [`Chunking::max_commands`] commands or [`Chunking::max_bytes`]
 //! bytes. At most two chunks are in flight: while the server works on one,
 //! the client encodes and writes the next, then reads the first one's
-//! replies. Neither the commands nor the replies of more than two chunks are
-//! ever held in memory.
+//! replies. Memory stays bounded by one chunk: only the chunk being written
+//! is held encoded (its buffer is reused for the next), each reply goes to
+//! the callback as soon as it is decoded, and the only replies ever queued
+//! are those of the previous chunk read early while a write waits. The
+//! iterator is never pulled more than two chunks ahead of the replies.
 //!
 //! A plain "write everything, then read" pipeline can deadlock with large
 //! payloads: the client blocks writing while the server blocks writing
