@@ -47,34 +47,26 @@ pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
 /// ```
 #[inline]
 pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = bytes.len();
-    // Most arguments are short: one reservation, the header written inline.
-    if len < 10 {
-        out.reserve(len + 6);
-        out.extend_from_slice(&[b'$', b'0' + len as u8, b'\r', b'\n']);
-    } else if len < 100 {
-        out.reserve(len + 7);
-        let (tens, units) = (b'0' + (len / 10) as u8, b'0' + (len % 10) as u8);
-        out.extend_from_slice(&[b'$', tens, units, b'\r', b'\n']);
-    } else {
-        out.reserve(bulk_len(len));
-        write_header(out, b'$', len);
-    }
+    out.reserve(bulk_len(bytes.len()));
+    write_header(out, b'$', bytes.len());
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
 }
 
 /// The encoded size of a bulk string with a payload of `len` bytes.
+#[inline(always)]
 pub(crate) fn bulk_len(len: usize) -> usize {
     header_len(len) + len + 2
 }
 
 /// The size of `<type><n>\r\n`.
+#[inline(always)]
 pub(crate) fn header_len(n: usize) -> usize {
     1 + decimal_len(n as u64) + 2
 }
 
 /// Appends `<type><n>\r\n`.
+#[inline(always)]
 pub(crate) fn write_header(out: &mut Vec<u8>, kind: u8, n: usize) {
     // Most headers are one or two digits: skip the formatter for them.
     if n < 10 {
@@ -92,7 +84,15 @@ pub(crate) fn write_header(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
+#[inline(always)]
 fn decimal_len(mut n: u64) -> usize {
+    // Most lengths and counts are short: no loop for them.
+    if n < 10 {
+        return 1;
+    }
+    if n < 100 {
+        return 2;
+    }
     let mut len = 1;
     while n >= 10 {
         n /= 10;
