@@ -29,6 +29,10 @@ const INITIAL_BUFFER: usize = 64 * 1024;
 /// it shrinks back to `INITIAL_BUFFER`, so one huge reply does not pin its
 /// memory for the life of the connection.
 const MAX_IDLE_BUFFER: usize = 1024 * 1024;
+/// The most RESP3 pushes kept for [`Connection::take_pushes`]. A server that
+/// sends more while nobody takes them is treated as hostile: the connection
+/// breaks with a limit error rather than grow without bound.
+pub const MAX_QUEUED_PUSHES: usize = 100_000;
 
 /// A connection to a Redis server over any byte stream.
 ///
@@ -400,7 +404,7 @@ impl<S: Read + Write> Connection<S> {
             self.buf.consume(used);
             match value {
                 Some(v) if matches!(v.without_attributes(), Value::Push(_)) => {
-                    self.pushes.push_back(v)
+                    self.queue_push(v)?
                 }
                 Some(v) => return Err(unsolicited(format!("{}", v).as_bytes())),
                 None => break,
@@ -414,11 +418,29 @@ impl<S: Read + Write> Connection<S> {
         loop {
             let v = self.next_frame(wait)?;
             if matches!(v.without_attributes(), Value::Push(_)) {
-                self.pushes.push_back(v);
+                self.queue_push(v)?;
             } else {
                 return Ok(v);
             }
         }
+    }
+
+    /// Queues a push for [`take_pushes`](Connection::take_pushes), within
+    /// [`MAX_QUEUED_PUSHES`].
+    fn queue_push(&mut self, push: Value) -> Result<()> {
+        if self.pushes.len() >= MAX_QUEUED_PUSHES {
+            return Err(Error::Protocol(ProtocolError::new(
+                ProtocolErrorKind::LimitExceeded,
+                0,
+                format!(
+                    "at most {} queued RESP3 pushes (take them with take_pushes)",
+                    MAX_QUEUED_PUSHES
+                ),
+                "one more",
+            )));
+        }
+        self.pushes.push_back(push);
+        Ok(())
     }
 
     /// Reads the next complete frame, pushes included. The deadline is only
@@ -566,7 +588,8 @@ impl<S: Read + Write> Connection<S> {
 
     /// RESP3 push frames (pub/sub messages, client-tracking invalidations)
     /// that arrived between replies, oldest first. They queue here until
-    /// taken, and never take a reply's place.
+    /// taken, and never take a reply's place. At most [`MAX_QUEUED_PUSHES`]
+    /// wait: one more breaks the connection with a limit error.
     pub fn take_pushes(&mut self) -> Vec<Value> {
         self.pushes.drain(..).collect()
     }
@@ -624,7 +647,7 @@ impl<S: Read + Write> Connection<S> {
             self.buf.consume(used);
             match value {
                 Some(v) if matches!(v.without_attributes(), Value::Push(_)) => {
-                    self.pushes.push_back(v)
+                    self.queue_push(v)?
                 }
                 Some(v) => out.push_back(v),
                 None => break,

@@ -51,7 +51,7 @@ mod value;
 
 pub use chunked::{Chunking, LoadSummary};
 pub use cmd::{cmd, Cmd, ToArg, ToCommand};
-pub use connection::Connection;
+pub use connection::{Connection, MAX_QUEUED_PUSHES};
 pub use convert::FromValue;
 pub use decode::{decode, Decoder, Limits};
 pub use encode::{encode_command, encode_value, encoded_len, write_bulk, Protocol};

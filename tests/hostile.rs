@@ -644,6 +644,23 @@ fn resp3_pushes_interleaved_with_replies_never_take_their_place() {
     assert!(!conn.is_broken());
 }
 
+#[test]
+fn a_flood_of_pushes_nobody_takes_is_bounded() {
+    let mut flood = b">1\r\n:1\r\n".repeat(respline::MAX_QUEUED_PUSHES + 1);
+    flood.extend_from_slice(b"+OK\r\n");
+    let peer = FakePeer::start(vec![Read(1), Send(flood), Stall(Duration::from_secs(3))]);
+    let mut conn = connect(&peer.with_read_timeout(3000));
+    let err = conn.query::<Value>(["PING"]).unwrap_err();
+    assert_eq!(
+        protocol_kind(&err),
+        Some(ProtocolErrorKind::LimitExceeded),
+        "{}",
+        err
+    );
+    assert!(err.to_string().contains("take_pushes"), "{}", err);
+    assert_refuses(&mut conn);
+}
+
 // ------------------------------------------------ panics in caller code
 
 /// A conversion that panics.
