@@ -427,7 +427,7 @@ impl<S: Read + Write> Connection<S> {
 
     /// Queues a push for [`take_pushes`](Connection::take_pushes), within
     /// [`MAX_QUEUED_PUSHES`].
-    fn queue_push(&mut self, push: Value) -> Result<()> {
+    pub(crate) fn queue_push(&mut self, push: Value) -> Result<()> {
         if self.pushes.len() >= MAX_QUEUED_PUSHES {
             return Err(Error::Protocol(ProtocolError::new(
                 ProtocolErrorKind::LimitExceeded,

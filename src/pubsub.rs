@@ -627,9 +627,29 @@ impl<S: Read + Write> Subscriber<S> {
                 Err(e) => return Err(self.failed(e)),
             };
             if let Some(m) = self.take_frame(value)? {
-                self.queue.push_back(m);
+                self.keep(m)?;
             }
         }
+        Ok(())
+    }
+
+    /// Keeps a message that arrived while a confirmation was awaited, for
+    /// the next `receive`; at most [`MAX_QUEUED_PUSHES`](crate::MAX_QUEUED_PUSHES),
+    /// so a server flooding messages cannot grow memory without bound.
+    fn keep(&mut self, m: Message) -> Result<()> {
+        if self.queue.len() >= crate::MAX_QUEUED_PUSHES {
+            let err = Error::Protocol(ProtocolError::new(
+                ProtocolErrorKind::LimitExceeded,
+                0,
+                format!(
+                    "at most {} messages queued while awaiting a confirmation",
+                    crate::MAX_QUEUED_PUSHES
+                ),
+                "one more",
+            ));
+            return Err(self.conn.fail(err, 0, 1));
+        }
+        self.queue.push_back(m);
         Ok(())
     }
 
@@ -647,7 +667,11 @@ impl<S: Read + Write> Subscriber<S> {
                 let owed = &mut self.owed[Ack::Pong as usize];
                 *owed = owed.saturating_sub(1);
             }
-            Frame::OtherPush(v) => self.conn.pubsub_push_queue().push_back(v),
+            Frame::OtherPush(v) => {
+                if let Err(e) = self.conn.queue_push(v) {
+                    return Err(self.conn.fail(e, 0, 1));
+                }
+            }
             Frame::Error(e) => {
                 if self.owed.iter().all(|&n| n == 0) {
                     let err = Error::Protocol(ProtocolError::new(
@@ -708,7 +732,11 @@ impl<S: Read + Write> Subscriber<S> {
                 continue;
             }
             match self.take_frame(v) {
-                Ok(Some(m)) => self.queue.push_back(m),
+                Ok(Some(m)) => {
+                    if let Err(e) = self.keep(m) {
+                        result = Err(e);
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => result = Err(e),
             }
