@@ -661,6 +661,25 @@ fn a_flood_of_pushes_nobody_takes_is_bounded() {
     assert_refuses(&mut conn);
 }
 
+#[test]
+fn a_subscriber_flooded_before_its_confirmation_is_bounded() {
+    // 100,001 messages on another channel arrive before SUBSCRIBE's
+    // confirmation: they are kept for receive(), but not without bound.
+    let message = b">3\r\n$7\r\nmessage\r\n$5\r\nother\r\n$1\r\nx\r\n";
+    let mut flood = message.repeat(respline::MAX_QUEUED_PUSHES + 1);
+    flood.extend_from_slice(b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    let peer = FakePeer::start(vec![Read(1), Send(flood), Stall(Duration::from_secs(3))]);
+    let conn = connect(&peer.with_read_timeout(3000));
+    let mut sub = respline::Subscriber::new(conn);
+    let err = sub.subscribe(&["ch"]).unwrap_err();
+    assert_eq!(
+        protocol_kind(&err),
+        Some(ProtocolErrorKind::LimitExceeded),
+        "{}",
+        err
+    );
+}
+
 // ------------------------------------------------ panics in caller code
 
 /// A conversion that panics.
