@@ -143,7 +143,8 @@ impl<S: Read + Write> Connection<S> {
             buf.clear();
             let mut n = 0;
             if !load.stop {
-                while n < max_commands && buf.len() < chunking.max_bytes {
+                // At least one command per chunk, whatever the byte budget.
+                while n < max_commands && (n == 0 || buf.len() < chunking.max_bytes) {
                     match commands.next() {
                         Some(c) => {
                             c.write_command(&mut buf);

@@ -422,3 +422,19 @@ fn the_same_load_as_one_plain_pipeline_stalls_until_its_write_timeout() {
     assert!(err.is_timeout(), "{:?}", err);
     assert!(conn.is_broken());
 }
+
+#[test]
+fn a_zero_byte_budget_still_sends_every_command_one_per_chunk() {
+    let server = RedisServer::start();
+    let mut conn = open(&server);
+    let summary = conn
+        .execute_chunked(
+            (0..50).map(|i| ("SET", format!("z:{}", i), i)),
+            &Chunking::default().max_bytes(0).max_commands(0),
+            |_, _| {},
+        )
+        .unwrap();
+    assert_eq!((summary.commands, summary.chunks), (50, 50));
+    let size: i64 = conn.query(["DBSIZE"]).unwrap();
+    assert_eq!(size, 50);
+}
