@@ -175,8 +175,16 @@ fn as_received(v: &Value, protocol: Protocol) -> Value {
         .0
 }
 
+/// The number of cases: `default`, or `PROPTEST_CASES` for a longer run.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(384), ..ProptestConfig::default() })]
 
     #[test]
     fn replies_stay_matched_to_their_requests(
