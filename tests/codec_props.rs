@@ -360,3 +360,98 @@ proptest! {
         }
     }
 }
+
+/// The next pseudo-random choice.
+fn pick(choice: &mut u64) -> bool {
+    *choice = choice.rotate_left(7) ^ 0x9e37_79b9_7f4a_7c15;
+    *choice & 1 == 1
+}
+
+/// Encodes `v` in RESP3, writing some aggregates and bulk strings in their
+/// streamed forms (`*?`, `~?`, `%?` ... `.`, and `$?` with `;n` chunks), as
+/// chosen by the bits of `choice`.
+fn encode_streamed(v: &Value, choice: &mut u64, out: &mut Vec<u8>) {
+    match v {
+        Value::Array(items) | Value::Set(items) if pick(choice) => {
+            out.extend_from_slice(if matches!(v, Value::Array(_)) {
+                b"*?\r\n"
+            } else {
+                b"~?\r\n"
+            });
+            for i in items {
+                encode_streamed(i, choice, out);
+            }
+            out.extend_from_slice(b".\r\n");
+        }
+        Value::Map(pairs) if pick(choice) => {
+            out.extend_from_slice(b"%?\r\n");
+            for (k, val) in pairs {
+                encode_streamed(k, choice, out);
+                encode_streamed(val, choice, out);
+            }
+            out.extend_from_slice(b".\r\n");
+        }
+        Value::BulkString(b) if pick(choice) => {
+            out.extend_from_slice(b"$?\r\n");
+            let mut rest = &b[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(1 + (*choice as usize % 5));
+                out.extend_from_slice(format!(";{}\r\n", n).as_bytes());
+                out.extend_from_slice(&rest[..n]);
+                out.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                pick(choice);
+            }
+            out.extend_from_slice(b";0\r\n");
+        }
+        Value::Array(items) | Value::Set(items) | Value::Push(items) => {
+            let kind = match v {
+                Value::Array(_) => b'*',
+                Value::Set(_) => b'~',
+                _ => b'>',
+            };
+            out.extend_from_slice(format!("{}{}\r\n", kind as char, items.len()).as_bytes());
+            for i in items {
+                encode_streamed(i, choice, out);
+            }
+        }
+        Value::Map(pairs) => {
+            out.extend_from_slice(format!("%{}\r\n", pairs.len()).as_bytes());
+            for (k, val) in pairs {
+                encode_streamed(k, choice, out);
+                encode_streamed(val, choice, out);
+            }
+        }
+        Value::Attribute { attributes, value } => {
+            out.extend_from_slice(format!("|{}\r\n", attributes.len()).as_bytes());
+            for (k, val) in attributes {
+                encode_streamed(k, choice, out);
+                encode_streamed(val, choice, out);
+            }
+            encode_streamed(value, choice, out);
+        }
+        other => encode_value(out, other, Protocol::Resp3),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
+
+    #[test]
+    fn streamed_forms_decode_to_the_same_value(
+        v in value(),
+        choice in any::<u64>(),
+        sizes in prop::collection::vec(1usize..9, 1..4),
+    ) {
+        let mut wire = Vec::new();
+        let mut c = choice;
+        encode_streamed(&v, &mut c, &mut wire);
+        let (back, used) = decode(&wire, &Limits::default()).unwrap().unwrap();
+        prop_assert_eq!(used, wire.len());
+        prop_assert_eq!(&back, &v);
+        prop_assert_eq!(feed_in_pieces(&wire, &sizes, &Limits::default()).unwrap(), vec![v]);
+        for end in 0..wire.len() {
+            prop_assert_eq!(decode(&wire[..end], &Limits::default()).unwrap(), None);
+        }
+    }
+}
