@@ -185,6 +185,40 @@ const MAX_NUMBER_LEN: usize = 20;
 /// general path, which remembers how far it scanned.
 const QUICK_LINE: usize = 128;
 
+/// The fast path for the commonest elements: a `+`, `:` or `$` element
+/// with a short header, wholly present in `rest`. `None` sends the caller
+/// down the general path ([`Decoder::next_token`]), which also reports every
+/// error; this only accepts what the general path accepts, and gives the same
+/// value. Its scan is bounded by [`QUICK_LINE`], so a long line arriving
+/// slowly is not rescanned here.
+#[inline(always)]
+fn quick_scalar(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
+    match *rest.first()? {
+        b'+' => {
+            let cr = short_line(rest, limits.max_line_len.min(QUICK_LINE))?;
+            Some((Value::SimpleString(simple_string(&rest[1..cr])), cr + 2))
+        }
+        b':' => {
+            let cr = short_line(rest, MAX_NUMBER_LEN)?;
+            Some((Value::Integer(parse_i64(&rest[1..cr])?), cr + 2))
+        }
+        b'$' => {
+            let cr = short_line(rest, MAX_NUMBER_LEN)?;
+            let len = parse_digits(&rest[1..cr])?;
+            if len > limits.max_bulk_len as u64 {
+                return None;
+            }
+            let start = cr + 2;
+            let end = start.checked_add(len as usize)?;
+            if rest.get(end..)?.get(..2)? != b"\r\n" {
+                return None;
+            }
+            Some((Value::BulkString(rest[start..end].to_vec()), end + 2))
+        }
+        _ => None,
+    }
+}
+
 /// The index of the CR ending the line that starts at `rest[0]` (a type
 /// byte), if the line holds at most `max` bytes, no other CR or LF, and its
 /// whole CRLF is in `rest`. `rest` must not be empty.
@@ -333,6 +367,11 @@ impl Decoder {
         }
         let mut pos = 0;
         loop {
+            let filled = self.fill_list(&buf[pos..]);
+            if filled > 0 {
+                self.scanned = 0;
+                pos += filled;
+            }
             let rest = &buf[pos..];
             if let Some((value, used)) = self.quick(rest) {
                 self.scanned = 0;
@@ -521,42 +560,43 @@ impl Decoder {
         }
     }
 
-    /// The fast path for the commonest elements: a `+`, `:` or `$` element
-    /// with a short header, wholly present in `rest`. `None` sends the caller
-    /// down the general path ([`next_token`](Decoder::next_token)), which
-    /// also reports every error; this only accepts what the general path
-    /// accepts, and gives the same value. Its scan is bounded by
-    /// [`QUICK_LINE`], so a long line arriving slowly is not rescanned here.
+    /// The fast path for the commonest elements (see [`quick_scalar`]),
+    /// except inside a streamed string, where only chunks may come.
     #[inline(always)]
     fn quick(&self, rest: &[u8]) -> Option<(Value, usize)> {
-        let kind = *rest.first()?;
         if let Some(Frame::Chunks { .. }) = self.stack.last() {
             return None;
         }
-        match kind {
-            b'+' => {
-                let cr = short_line(rest, self.limits.max_line_len.min(QUICK_LINE))?;
-                Some((Value::SimpleString(simple_string(&rest[1..cr])), cr + 2))
-            }
-            b':' => {
-                let cr = short_line(rest, MAX_NUMBER_LEN)?;
-                Some((Value::Integer(parse_i64(&rest[1..cr])?), cr + 2))
-            }
-            b'$' => {
-                let cr = short_line(rest, MAX_NUMBER_LEN)?;
-                let len = parse_digits(&rest[1..cr])?;
-                if len > self.limits.max_bulk_len as u64 {
-                    return None;
+        quick_scalar(rest, &self.limits)
+    }
+
+    /// Moves whole fast-path elements straight into the innermost list while
+    /// it has more than one element to go (the last one, which closes the
+    /// list, takes the general path). Returns the bytes consumed. This is
+    /// the loop a large array of small replies spends its time in.
+    #[inline(always)]
+    fn fill_list(&mut self, rest: &[u8]) -> usize {
+        let limits = &self.limits;
+        let (remaining, items) = match self.stack.last_mut() {
+            Some(Frame::List {
+                remaining: Some(remaining),
+                items,
+                ..
+            }) => (remaining, items),
+            _ => return 0,
+        };
+        let mut pos = 0;
+        while *remaining > 1 {
+            match quick_scalar(&rest[pos..], limits) {
+                Some((value, used)) => {
+                    items.push(value);
+                    *remaining -= 1;
+                    pos += used;
                 }
-                let start = cr + 2;
-                let end = start.checked_add(len as usize)?;
-                if rest.get(end..)?.get(..2)? != b"\r\n" {
-                    return None;
-                }
-                Some((Value::BulkString(rest[start..end].to_vec()), end + 2))
+                None => break,
             }
-            _ => None,
         }
+        pos
     }
 
     /// Parses the element at the start of `rest`: `Ok(None)` if it is not
