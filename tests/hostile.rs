@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use fake_peer::*;
 use respline::{
-    Chunking, ConnectOptions, Connection, Error, FromValue, Pipeline, ProtocolErrorKind, Value,
+    Chunking, ConnectOptions, Connection, Error, FromValue, Pipeline, ProtocolErrorKind, ToCommand,
+    Value,
 };
 use support::RedisServer;
 
@@ -677,6 +678,53 @@ fn a_subscriber_flooded_before_its_confirmation_is_bounded() {
         Some(ProtocolErrorKind::LimitExceeded),
         "{}",
         err
+    );
+}
+
+#[test]
+fn a_server_without_hello_falls_back_to_resp2_with_the_whole_recipe() {
+    // Redis 5 and older answer HELLO with an unknown-command error.
+    let peer = FakePeer::start(vec![
+        Read(1),
+        Send(b"-ERR unknown command 'HELLO'\r\n".to_vec()),
+        Read(3),
+        Send(b"+OK\r\n+OK\r\n+OK\r\n".to_vec()),
+        Read(1),
+        Send(b"$5\r\nvalue\r\n".to_vec()),
+        Stall(Duration::from_secs(2)),
+    ]);
+    let options = peer
+        .with_read_timeout(2000)
+        .protocol(respline::Protocol::Resp3)
+        .auth(Some("app"), "s3cret")
+        .client_name("worker")
+        .db(2);
+    let mut conn = connect(&options);
+    assert_eq!(conn.protocol(), respline::Protocol::Resp2);
+    let v: String = conn.query(("GET", "k")).unwrap();
+    assert_eq!(v, "value");
+    drop(conn);
+    let log = peer.finish();
+    let mut sent = Vec::new();
+    respline::cmd("HELLO")
+        .arg(3)
+        .arg("AUTH")
+        .arg("app")
+        .arg("s3cret")
+        .arg("SETNAME")
+        .arg("worker")
+        .write_command(&mut sent);
+    for c in [
+        respline::cmd("AUTH").arg("app").arg("s3cret"),
+        respline::cmd("CLIENT").arg("SETNAME").arg("worker"),
+        respline::cmd("SELECT").arg(2),
+        respline::cmd("GET").arg("k"),
+    ] {
+        c.write_command(&mut sent);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&log.read),
+        String::from_utf8_lossy(&sent)
     );
 }
 
