@@ -429,15 +429,9 @@ impl<S: Read + Write> Connection<S> {
     /// [`MAX_QUEUED_PUSHES`].
     pub(crate) fn queue_push(&mut self, push: Value) -> Result<()> {
         if self.pushes.len() >= MAX_QUEUED_PUSHES {
-            return Err(Error::Protocol(ProtocolError::new(
-                ProtocolErrorKind::LimitExceeded,
-                0,
-                format!(
-                    "at most {} queued RESP3 pushes (take them with take_pushes)",
-                    MAX_QUEUED_PUSHES
-                ),
-                "one more",
-            )));
+            return Err(queue_full(
+                "queued RESP3 pushes (take them with take_pushes)",
+            ));
         }
         self.pushes.push_back(push);
         Ok(())
@@ -749,6 +743,17 @@ fn unexpected(expected: &'static str, found: String) -> Error {
         0,
         expected,
         found,
+    ))
+}
+
+/// The limit error for a queue of frames the caller has not taken yet
+/// (`what` names them) that reached [`MAX_QUEUED_PUSHES`].
+pub(crate) fn queue_full(what: &str) -> Error {
+    Error::Protocol(ProtocolError::new(
+        ProtocolErrorKind::LimitExceeded,
+        0,
+        format!("at most {} {}", MAX_QUEUED_PUSHES, what),
+        "one more",
     ))
 }
 

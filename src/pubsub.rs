@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cmd::{cmd, Cmd, ToArg, ToCommand};
-use crate::connection::{Connection, Wait};
+use crate::connection::{queue_full, Connection, Wait};
 use crate::convert::{server_error, FromValue};
 use crate::encode::Protocol;
 use crate::error::{Error, ProtocolError, ProtocolErrorKind, Result, ServerError};
@@ -638,15 +638,7 @@ impl<S: Read + Write> Subscriber<S> {
     /// so a server flooding messages cannot grow memory without bound.
     fn keep(&mut self, m: Message) -> Result<()> {
         if self.queue.len() >= crate::MAX_QUEUED_PUSHES {
-            let err = Error::Protocol(ProtocolError::new(
-                ProtocolErrorKind::LimitExceeded,
-                0,
-                format!(
-                    "at most {} messages queued while awaiting a confirmation",
-                    crate::MAX_QUEUED_PUSHES
-                ),
-                "one more",
-            ));
+            let err = queue_full("messages queued while awaiting a confirmation");
             return Err(self.conn.fail(err, 0, 1));
         }
         self.queue.push_back(m);
