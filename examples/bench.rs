@@ -43,7 +43,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use respline::{cmd, Chunking, Connection, Decoder, Limits, Pipeline, Value};
+use respline::resp::{Decoder, Limits};
+use respline::{cmd, Chunking, Connection, Pipeline, Value};
 
 type BoxResult<T> = Result<T, Box<dyn StdError>>;
 
@@ -945,7 +946,8 @@ fn delete_load_keys(conn: &mut Connection, n: usize) -> BoxResult<()> {
         }),
         &chunking,
         |_, _| {},
-    )?;
+    )?
+    .check()?;
     Ok(())
 }
 

@@ -51,8 +51,8 @@ where
 struct KeyBytes<T>(T);
 
 impl<T: AsRef<[u8]>> respline::ToArg for KeyBytes<T> {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        respline::write_bulk(out, self.0.as_ref());
+    fn write_arg(&self, out: respline::ArgWriter<'_>) -> respline::ArgWritten {
+        out.bytes(self.0.as_ref())
     }
 }
 

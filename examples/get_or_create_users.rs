@@ -133,13 +133,15 @@ fn get_or_create_many(
                 missing.push(all[i]);
             }
         },
-    )?;
+    )?
+    .check()?;
     let mut created = 0;
     conn.execute_chunked(
         missing.iter().map(|&id| ("HSETNX", key(id), "id", id)),
         &Chunking::default(),
         |_, reply| created += (reply == respline::Value::Integer(1)) as usize,
-    )?;
+    )?
+    .check()?;
     Ok(created)
 }
 
@@ -244,6 +246,7 @@ fn main() -> Result<(), Error> {
         (1..=10_000u64).map(|id| ("DEL", key(id))),
         &Chunking::default(),
         |_, _| {},
-    )?;
+    )?
+    .check()?;
     Ok(())
 }

@@ -15,13 +15,13 @@ mod local_server;
 
 use std::time::{Duration, Instant};
 
-use respline::{cmd, Chunking, Connection, Error, Pipeline, Value};
+use respline::{cmd, Chunking, Connection, Error, Pipeline, ServerError, Value};
 
 fn main() -> Result<(), Error> {
     let server = local_server::LocalServer::from_env_or_start();
     let mut conn = Connection::open(&server.url)?;
     println!("respline tour, against {}", describe(&server));
-    conn.query::<()>(["FLUSHDB"])?;
+    conn.execute(["FLUSHDB"])?;
 
     one_by_one_versus_pipeline(&mut conn)?;
     typed_results(&mut conn)?;
@@ -44,7 +44,7 @@ fn one_by_one_versus_pipeline(conn: &mut Connection) -> Result<(), Error> {
     println!("\n1. 1,000 SETs: one round trip each, then one pipeline");
     let started = Instant::now();
     for i in 0..1000 {
-        conn.query::<()>(
+        conn.execute(
             cmd("SET")
                 .arg(format!("key:{}", i))
                 .arg(format!("value:{}", i)),
@@ -94,7 +94,7 @@ fn typed_results(conn: &mut Connection) -> Result<(), Error> {
     let replies = pipe.execute(conn)?;
     println!("   as Values : {}", Value::Array(replies));
 
-    conn.query::<()>(["DEL", "counter"])?;
+    conn.execute(["DEL", "counter"])?;
     let (ok, name, n, s): ((), String, i64, String) = pipe.query(conn)?;
     println!("   typed     : ({:?}, {:?}, {}, {:?})", ok, name, n, s);
 
@@ -104,7 +104,8 @@ fn typed_results(conn: &mut Connection) -> Result<(), Error> {
     pipe.cmd(["SET", "k", "v"])
         .cmd(["INCR", "k"])
         .cmd(["GET", "k"]);
-    for (i, result) in pipe.results(conn)?.into_iter().enumerate() {
+    let results: Vec<Result<Value, ServerError>> = pipe.query(conn)?;
+    for (i, result) in results.into_iter().enumerate() {
         match result {
             Ok(v) => println!("   command {} -> {}", i, v),
             Err(e) => println!("   command {} -> error {}: {}", i, e.code(), e.message()),

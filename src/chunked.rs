@@ -19,14 +19,13 @@
 //! owed, so neither side can wait on the other for ever.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
 
 use crate::cmd::ToCommand;
-use crate::connection::{Connection, Wait};
+use crate::connection::{changes_session, Connection, Wait};
 use crate::convert::server_error;
 use crate::error::{Error, Result, ServerError};
-use crate::value::Value;
+use crate::resp::Value;
 
 /// How to cut a load into chunks.
 ///
@@ -79,6 +78,7 @@ impl Chunking {
 
 /// What a chunked load did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "the summary counts the commands that failed with a server error"]
 pub struct LoadSummary {
     /// Commands sent and answered.
     pub commands: usize,
@@ -88,6 +88,18 @@ pub struct LoadSummary {
     pub errors: usize,
     /// The first server error, with its command's index.
     pub first_error: Option<ServerError>,
+}
+
+impl LoadSummary {
+    /// `Ok` if no command failed, else the first server error of the load,
+    /// with its command's index: for loads that should fail as a whole,
+    /// `conn.execute_chunked(commands, &chunking, |_, _| {})?.check()?`.
+    pub fn check(&self) -> Result<()> {
+        match &self.first_error {
+            Some(e) => Err(e.clone().into()),
+            None => Ok(()),
+        }
+    }
 }
 
 impl<S: Read + Write> Connection<S> {
@@ -101,14 +113,9 @@ impl<S: Read + Write> Connection<S> {
     /// where to resume (the ones after it may or may not have run).
     ///
     /// ```
-    /// # use std::io::{Cursor, Read, Write};
-    /// # struct Fake { replies: Cursor<Vec<u8>> }
-    /// # impl Read for Fake { fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> { self.replies.read(b) } }
-    /// # impl Write for Fake {
-    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { Ok(b.len()) }
-    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-    /// # }
-    /// # let fake = Fake { replies: Cursor::new(b"+OK\r\n".repeat(2500)) };
+    /// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+    /// # let chunk = b"+OK\r\n".repeat(1000);
+    /// # let fake = FakeServer::replying(&[&chunk, &chunk, &chunk[..2500]]);
     /// use respline::{cmd, Chunking, Connection};
     ///
     /// let mut conn = Connection::new(fake);
@@ -129,35 +136,21 @@ impl<S: Read + Write> Connection<S> {
         F: FnMut(usize, Value),
     {
         self.begin()?;
-        let mut load = Load {
-            summary: LoadSummary::default(),
-            in_flight: VecDeque::new(),
-            early: VecDeque::new(),
-            sent: 0,
-            stop: false,
-        };
+        let mut load = Load::default();
         let mut commands = commands.into_iter();
         let mut buf = Vec::new();
-        let max_commands = chunking.max_commands.max(1);
         loop {
-            buf.clear();
-            let mut n = 0;
-            if !load.stop {
-                // At least one command per chunk, whatever the byte budget.
-                while n < max_commands && (n == 0 || buf.len() < chunking.max_bytes) {
-                    match commands.next() {
-                        Some(c) => {
-                            c.write_command(&mut buf);
-                            n += 1;
-                        }
-                        None => break,
-                    }
-                }
+            let n = if load.stop {
+                0
+            } else {
+                load.fill(&mut buf, &mut commands, chunking)
+            };
+            if load.changes_session {
+                self.note_session_change();
             }
             if n > 0 {
-                if let Err(e) = self.write_chunk(&buf, &mut load.early) {
-                    let acked = load.summary.commands;
-                    return Err(self.fail(e, acked, load.sent + n));
+                if let Err(e) = self.send_interleaved(&buf, n, &mut load.early) {
+                    return Err(load.interrupted(e, n));
                 }
                 load.in_flight.push_back(n);
                 load.sent += n;
@@ -170,12 +163,9 @@ impl<S: Read + Write> Connection<S> {
                 for _ in 0..k {
                     let reply = match load.early.pop_front() {
                         Some(v) => v,
-                        None => match self.next_reply(Wait::Default) {
+                        None => match self.receive(Wait::Default) {
                             Ok(v) => v,
-                            Err(e) => {
-                                let acked = load.summary.commands;
-                                return Err(self.fail(e, acked, load.sent));
-                            }
+                            Err(e) => return Err(load.interrupted(e, 0)),
                         },
                     };
                     load.record(&reply, chunking.stop_on_error);
@@ -186,59 +176,16 @@ impl<S: Read + Write> Connection<S> {
                 break;
             }
         }
-        self.finish();
+        self.end();
         match (chunking.stop_on_error, &load.summary.first_error) {
             (true, Some(e)) => Err(e.clone().into()),
             _ => Ok(load.summary),
         }
     }
-
-    /// Writes one chunk. With socket hooks, a write the socket will not take
-    /// is interleaved with reading replies already owed (kept in `early`),
-    /// so a server that stops reading until its replies are read cannot
-    /// deadlock the load.
-    fn write_chunk(&mut self, bytes: &[u8], early: &mut VecDeque<Value>) -> Result<()> {
-        let hooks = match self.hooks() {
-            Some(h) => h,
-            None => return self.write_all(bytes),
-        };
-        let deadline = self.write_timeout().map(|t| Instant::now() + t);
-        (hooks.set_nonblocking)(self.get_ref(), true).map_err(Error::Io)?;
-        let result = self.write_nonblocking(bytes, early, deadline);
-        let restored = (hooks.set_nonblocking)(self.get_ref(), false).map_err(Error::Io);
-        result.and(restored)
-    }
-
-    fn write_nonblocking(
-        &mut self,
-        mut bytes: &[u8],
-        early: &mut VecDeque<Value>,
-        deadline: Option<Instant>,
-    ) -> Result<()> {
-        while !bytes.is_empty() {
-            match self.stream_mut().write(bytes) {
-                Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The socket is full: take in whatever replies are
-                    // waiting, so the server can go on writing them.
-                    let progressed = self.read_available(early)?;
-                    if !progressed {
-                        if deadline.map_or(false, |d| Instant::now() >= d) {
-                            return Err(Error::Timeout { operation: "write" });
-                        }
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                }
-                Err(e) => return Err(Error::Io(e)),
-            }
-        }
-        self.stream_mut().flush().map_err(Error::Io)
-    }
 }
 
 /// The bookkeeping of one load.
+#[derive(Default)]
 struct Load {
     summary: LoadSummary,
     /// Commands per chunk written and not yet answered, oldest first.
@@ -247,9 +194,50 @@ struct Load {
     early: VecDeque<Value>,
     sent: usize,
     stop: bool,
+    /// A command may have changed the connection's session.
+    changes_session: bool,
 }
 
 impl Load {
+    /// Encodes the next chunk into `buf`: at least one command, then more
+    /// while both budgets allow. Returns how many.
+    fn fill<C: ToCommand>(
+        &mut self,
+        buf: &mut Vec<u8>,
+        commands: &mut impl Iterator<Item = C>,
+        chunking: &Chunking,
+    ) -> usize {
+        buf.clear();
+        let max_commands = chunking.max_commands.max(1);
+        let mut n = 0;
+        while n < max_commands && (n == 0 || buf.len() < chunking.max_bytes) {
+            let command = match commands.next() {
+                Some(c) => c,
+                None => break,
+            };
+            let start = buf.len();
+            command.write_command(buf);
+            if !self.changes_session {
+                self.changes_session = changes_session(&buf[start..]);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// The load's failure `e`, with how many commands were acknowledged out
+    /// of those written (`writing` more were being written).
+    fn interrupted(&self, e: Error, writing: usize) -> Error {
+        if !e.may_have_reached_server() && self.sent == 0 {
+            return e;
+        }
+        Error::Interrupted {
+            replies: self.summary.commands,
+            requested: self.sent + writing,
+            source: Box::new(e),
+        }
+    }
+
     fn record(&mut self, reply: &Value, stop_on_error: bool) {
         let index = self.summary.commands;
         self.summary.commands += 1;

@@ -2,7 +2,10 @@
 //! and [`ToCommand`], which lets a `Cmd` or a plain array of arguments be
 //! sent.
 
-use crate::encode::{header_len, write_bulk, write_header, NumBuf};
+use std::fmt;
+
+use crate::resp::number::parse_u64;
+use crate::resp::{header_len, write_bulk, write_header, NumBuf};
 
 /// Starts a command with its name.
 ///
@@ -11,6 +14,7 @@ use crate::encode::{header_len, write_bulk, write_header, NumBuf};
 /// assert_eq!(c.len(), 5);
 /// assert_eq!(c.to_bytes(), b"*5\r\n$3\r\nSET\r\n$7\r\ncounter\r\n$2\r\n42\r\n$2\r\nEX\r\n$2\r\n60\r\n");
 /// ```
+#[must_use = "a command does nothing until it is sent: conn.query(cmd), conn.execute(cmd) or pipe.cmd(cmd)"]
 pub fn cmd(name: &str) -> Cmd {
     // One allocation that holds a typical command whole; larger ones grow.
     let mut c = Cmd {
@@ -24,6 +28,7 @@ pub fn cmd(name: &str) -> Cmd {
 /// A command under construction: its arguments are encoded as they are
 /// added, so sending it is one copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a command does nothing until it is sent: conn.query(cmd), conn.execute(cmd) or pipe.cmd(cmd)"]
 pub struct Cmd {
     /// The arguments, each already a RESP bulk string.
     args: Vec<u8>,
@@ -53,7 +58,7 @@ impl Cmd {
     /// assert_eq!(c.len(), 4);
     /// ```
     pub fn push_arg<A: ToArg>(&mut self, arg: A) -> &mut Cmd {
-        arg.write_arg(&mut self.args);
+        write_arg(&arg, &mut self.args);
         self.count += 1;
         self
     }
@@ -117,7 +122,7 @@ impl<'a> Iterator for ArgIter<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let cr = self.rest.iter().position(|&b| b == b'\r')?;
-        let len: usize = std::str::from_utf8(&self.rest[1..cr]).ok()?.parse().ok()?;
+        let len = usize::try_from(parse_u64(self.rest.get(1..cr)?)?).ok()?;
         let arg = self.rest.get(cr + 2..cr + 2 + len)?;
         self.rest = self.rest.get(cr + 4 + len..)?;
         Some(arg)
@@ -131,6 +136,10 @@ impl<'a> Iterator for ArgIter<'a> {
 /// connection's) buffer, with no allocation of their own: the fastest way to
 /// queue many commands.
 ///
+/// The trait is sealed: every implementation writes exactly one command, so
+/// the count of replies owed is always right. For a command of your own
+/// shape, build a [`Cmd`].
+///
 /// ```
 /// use respline::ToCommand;
 ///
@@ -143,10 +152,21 @@ impl<'a> Iterator for ArgIter<'a> {
 /// ("SET", "n", 42).write_command(&mut out);
 /// assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nn\r\n$2\r\n42\r\n");
 /// ```
-pub trait ToCommand {
+pub trait ToCommand: sealed::Sealed {
     /// Appends the command as a RESP array of bulk strings.
     fn write_command(&self, out: &mut Vec<u8>);
 }
+
+pub(crate) mod sealed {
+    /// Only respline's own types write commands.
+    pub trait Sealed {}
+}
+
+impl sealed::Sealed for Cmd {}
+impl<T: ToArg> sealed::Sealed for [T] {}
+impl<T: ToArg, const N: usize> sealed::Sealed for [T; N] {}
+impl<T: ToArg> sealed::Sealed for Vec<T> {}
+impl<C: ToCommand + ?Sized> sealed::Sealed for &C {}
 
 impl ToCommand for Cmd {
     fn write_command(&self, out: &mut Vec<u8>) {
@@ -160,7 +180,7 @@ impl<T: ToArg> ToCommand for [T] {
     fn write_command(&self, out: &mut Vec<u8>) {
         write_header(out, b'*', self.len());
         for a in self {
-            a.write_arg(out);
+            write_arg(a, out);
         }
     }
 }
@@ -179,12 +199,14 @@ impl<T: ToArg> ToCommand for Vec<T> {
 
 macro_rules! tuple_command {
     ($count:expr; $($name:ident)+) => {
+        impl<$($name: ToArg),+> sealed::Sealed for ($($name,)+) {}
+
         impl<$($name: ToArg),+> ToCommand for ($($name,)+) {
             #[allow(non_snake_case)]
             fn write_command(&self, out: &mut Vec<u8>) {
                 let ($($name,)+) = self;
                 write_header(out, b'*', $count);
-                $($name.write_arg(out);)+
+                $(write_arg($name, out);)+
             }
         }
     };
@@ -210,62 +232,120 @@ impl<C: ToCommand + ?Sized> ToCommand for &C {
 }
 
 /// A value that can be one argument of a command: strings, bytes, integers
-/// and floats.
+/// and floats, and types of your own.
 ///
 /// There is no implementation for `bool`: Redis has no boolean argument, and
 /// whether `true` should be `1`, `true` or `yes` depends on the command.
 /// Floats are written in a form Redis parses back to the same number.
 ///
+/// An implementation cannot break a command's framing: it gets an
+/// [`ArgWriter`] that writes exactly one argument and must hand back the
+/// [`ArgWritten`] that only the writer makes.
+///
 /// ```
-/// let c = respline::cmd("ZADD").arg("scores").arg(1.5f64).arg(&b"bytes\x00"[..]).arg(u64::MAX);
+/// use respline::{ArgWriter, ArgWritten, ToArg};
+///
+/// struct UserId(u64);
+///
+/// impl ToArg for UserId {
+///     fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+///         out.display(format_args!("user:{}", self.0))
+///     }
+/// }
+///
+/// let c = respline::cmd("GET").arg(UserId(42)).arg(1.5f64).arg(&b"bytes\x00"[..]).arg(u64::MAX);
 /// let args: Vec<&[u8]> = c.iter().collect();
-/// assert_eq!(args, [&b"ZADD"[..], b"scores", b"1.5", b"bytes\x00", b"18446744073709551615"]);
+/// assert_eq!(args, [&b"GET"[..], b"user:42", b"1.5", b"bytes\x00", b"18446744073709551615"]);
 /// ```
 pub trait ToArg {
-    /// Appends this argument to `out` as one RESP bulk string, for example
-    /// with [`write_bulk`](crate::write_bulk).
-    fn write_arg(&self, out: &mut Vec<u8>);
+    /// Writes this value as one argument with `out`.
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten;
+}
+
+/// Writes one command argument; every method writes the whole argument and
+/// consumes the writer. Given to [`ToArg::write_arg`].
+#[derive(Debug)]
+#[must_use = "an argument writer must write the argument"]
+pub struct ArgWriter<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+/// Proof that an [`ArgWriter`] wrote its argument; only the writer can make
+/// one.
+#[derive(Debug)]
+pub struct ArgWritten(());
+
+impl ArgWriter<'_> {
+    /// The argument is these bytes (binary-safe).
+    pub fn bytes(self, bytes: &[u8]) -> ArgWritten {
+        write_bulk(self.out, bytes);
+        ArgWritten(())
+    }
+
+    /// The argument is this text.
+    pub fn str(self, text: &str) -> ArgWritten {
+        self.bytes(text.as_bytes())
+    }
+
+    /// The argument is `value` formatted with `Display`.
+    pub fn display(self, value: impl fmt::Display) -> ArgWritten {
+        use std::io::Write;
+        let mut text = NumBuf::new();
+        if fmt::Write::write_fmt(&mut text, format_args!("{}", value)).is_ok() {
+            return self.bytes(text.written());
+        }
+        // Longer than a number: format on the heap.
+        let mut owned = Vec::new();
+        let _ = write!(owned, "{}", value);
+        self.bytes(&owned)
+    }
+}
+
+/// Appends `arg` to `out` as one bulk string.
+#[inline]
+pub(crate) fn write_arg<A: ToArg + ?Sized>(arg: &A, out: &mut Vec<u8>) {
+    let _written: ArgWritten = arg.write_arg(ArgWriter { out });
 }
 
 impl<T: ToArg + ?Sized> ToArg for &T {
-    fn write_arg(&self, out: &mut Vec<u8>) {
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
         (**self).write_arg(out)
     }
 }
 
 impl ToArg for str {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(out, self.as_bytes())
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(self.as_bytes())
     }
 }
 
 impl ToArg for String {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(out, self.as_bytes())
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(self.as_bytes())
     }
 }
 
 impl ToArg for [u8] {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(out, self)
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(self)
     }
 }
 
 impl<const N: usize> ToArg for [u8; N] {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(out, self)
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(self)
     }
 }
 
 impl ToArg for Vec<u8> {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(out, self)
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(self)
     }
 }
 
 impl ToArg for std::borrow::Cow<'_, str> {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(out, self.as_bytes())
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(self.as_bytes())
     }
 }
 
@@ -273,11 +353,11 @@ macro_rules! int_arg {
     ($($t:ty),*) => {$(
         impl ToArg for $t {
             #[allow(unused_comparisons)]
-            fn write_arg(&self, out: &mut Vec<u8>) {
+            fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
                 let mut buf = NumBuf::new();
                 let negative = *self < 0;
                 let magnitude = (*self as i128).unsigned_abs();
-                write_bulk(out, buf.format_u128(magnitude, negative))
+                out.bytes(buf.format_u128(magnitude, negative))
             }
         }
     )*};
@@ -286,38 +366,35 @@ macro_rules! int_arg {
 int_arg!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
 
 impl ToArg for i128 {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(
-            out,
-            NumBuf::new().format_u128(self.unsigned_abs(), *self < 0),
-        )
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(NumBuf::new().format_u128(self.unsigned_abs(), *self < 0))
     }
 }
 
 impl ToArg for u128 {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(out, NumBuf::new().format_u128(*self, false))
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(NumBuf::new().format_u128(*self, false))
     }
 }
 
 impl ToArg for f64 {
-    fn write_arg(&self, out: &mut Vec<u8>) {
-        write_bulk(out, NumBuf::new().format_f64(*self))
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
+        out.bytes(NumBuf::new().format_f64(*self))
     }
 }
 
 impl ToArg for f32 {
     /// An `f32` is written with the shortest digits that read back as the
     /// same `f32` (so `0.1f32` is sent as `0.1`, not `0.10000000149011612`).
-    fn write_arg(&self, out: &mut Vec<u8>) {
+    fn write_arg(&self, out: ArgWriter<'_>) -> ArgWritten {
         use std::fmt::Write;
         if self.is_nan() {
-            return write_bulk(out, b"nan");
+            return out.bytes(b"nan");
         }
         let mut buf = NumBuf::new();
         // Any f32's `{:?}` form fits the buffer.
         let _ = write!(buf, "{:?}", self);
-        write_bulk(out, buf.written())
+        out.bytes(buf.written())
     }
 }
 

@@ -5,9 +5,9 @@ use std::hash::{BuildHasher, Hash};
 use std::iter;
 use std::vec;
 
-use crate::decode::parse_double;
 use crate::error::{Error, Result, ServerError};
-use crate::value::Value;
+use crate::resp::number::{self, Form, Int};
+use crate::resp::{parse_double, Value};
 
 /// A type that can be built from a reply.
 ///
@@ -66,6 +66,27 @@ pub trait FromValue: Sized {
     /// Converts a reply.
     fn from_value(value: Value) -> Result<Self>;
 
+    /// Converts one command's whole reply (`index`: its position in a
+    /// pipeline or transaction). An error reply is an error, whatever
+    /// `Self` is, unless `Self` is a `Result<_, ServerError>`; other
+    /// failures are marked with the index. Not meant to be overridden.
+    #[doc(hidden)]
+    fn from_reply(reply: Value, index: Option<usize>) -> Result<Self> {
+        if let Some(e) = server_error(&reply) {
+            return Err(Error::from(e).at_command(index));
+        }
+        Self::from_value(reply).map_err(|e| e.at_command(index))
+    }
+
+    /// Converts every reply of a pipeline or transaction, in order: see
+    /// [`Pipeline::query`](crate::Pipeline::query) for the rule. Tuples,
+    /// `Vec`, `Value` and `()` convert reply by reply; any other type gets
+    /// the replies as one [`Value::Array`]. Not meant to be overridden.
+    #[doc(hidden)]
+    fn from_replies(replies: Vec<Value>) -> Result<Self> {
+        Self::from_value(Value::Array(replies))
+    }
+
     /// Lets `Vec<u8>` take a bulk string whole rather than element by
     /// element; only `u8` overrides it.
     #[doc(hidden)]
@@ -77,6 +98,95 @@ pub trait FromValue: Sized {
 impl FromValue for Value {
     fn from_value(value: Value) -> Result<Value> {
         Ok(value)
+    }
+
+    fn from_replies(replies: Vec<Value>) -> Result<Value> {
+        match first_error_reply(&replies) {
+            Some(e) => Err(e),
+            None => Ok(Value::Array(replies)),
+        }
+    }
+}
+
+/// A command's error reply kept as a value: `Ok(Err(e))`, with
+/// [`ServerError::index`] set inside a pipeline or transaction. Other
+/// failures (a reply that does not fit `T`) are still errors.
+///
+/// ```
+/// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+/// # let stream = FakeServer::replying(&[b"+OK\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n:1\r\n"]);
+/// use respline::{Connection, Pipeline, ServerError};
+///
+/// let mut conn = Connection::new(stream);
+/// let mut pipe = Pipeline::new();
+/// pipe.cmd(["SET", "s", "text"]).cmd(["INCR", "s"]).cmd(["INCR", "n"]);
+/// let (_, incr_s, incr_n): ((), Result<i64, ServerError>, i64) = pipe.query(&mut conn)?;
+/// let e = incr_s.unwrap_err();
+/// assert_eq!((e.code(), e.index, incr_n), ("WRONGTYPE", Some(1), 1));
+/// # Ok::<(), respline::Error>(())
+/// ```
+impl<T: FromValue> FromValue for std::result::Result<T, ServerError> {
+    fn from_value(value: Value) -> Result<Self> {
+        match server_error(&value) {
+            Some(e) => Ok(Err(e)),
+            None => keep_server_error(T::from_value(value)),
+        }
+    }
+
+    fn from_reply(reply: Value, index: Option<usize>) -> Result<Self> {
+        match (server_error(&reply), index) {
+            (Some(e), Some(i)) => Ok(Err(e.with_index(i))),
+            (Some(e), None) => Ok(Err(e)),
+            (None, _) => keep_server_error(T::from_reply(reply, index)),
+        }
+    }
+
+    fn from_replies(replies: Vec<Value>) -> Result<Self> {
+        keep_server_error(T::from_replies(replies))
+    }
+}
+
+fn keep_server_error<T>(result: Result<T>) -> Result<std::result::Result<T, ServerError>> {
+    match result {
+        Ok(t) => Ok(Ok(t)),
+        Err(Error::Server(e)) => Ok(Err(*e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The first error reply among a request's replies, with its index.
+fn first_error_reply(replies: &[Value]) -> Option<Error> {
+    replies
+        .iter()
+        .enumerate()
+        .find_map(|(i, v)| server_error(v).map(|e| e.with_index(i).into()))
+}
+
+/// Converts replies one by one, each with its index, and keeps the failure
+/// to report: the first server error if there is one (it explains more than
+/// a shape mismatch), else the first failure. Every reply is converted, so
+/// the answer does not depend on where conversion stopped.
+#[derive(Default)]
+struct Outcome {
+    failure: Option<Error>,
+}
+
+impl Outcome {
+    fn take<T: FromValue>(&mut self, reply: Option<(usize, Value)>) -> Option<T> {
+        let (i, reply) = reply?;
+        match T::from_reply(reply, Some(i)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let replace = match &self.failure {
+                    None => true,
+                    Some(kept) => e.is_server() && !kept.is_server(),
+                };
+                if replace {
+                    self.failure = Some(e);
+                }
+                None
+            }
+        }
     }
 }
 
@@ -163,6 +273,17 @@ impl FromValue for () {
             None => Ok(()),
         }
     }
+
+    fn from_replies(replies: Vec<Value>) -> Result<()> {
+        let mut outcome = Outcome::default();
+        for reply in replies.into_iter().enumerate() {
+            outcome.take::<()>(Some(reply));
+        }
+        match outcome.failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 impl FromValue for String {
@@ -202,58 +323,13 @@ fn double_text(d: f64) -> String {
     }
 }
 
-/// An integer parsed as sign and magnitude, wide enough for every target.
-enum Wide {
-    Pos(u128),
-    Neg(u128),
-}
-
-impl Wide {
-    fn narrow<T: TryFrom<u128> + TryFrom<i128>>(self) -> Option<T> {
-        match self {
-            Wide::Pos(m) => T::try_from(m).ok(),
-            Wide::Neg(m) => {
-                let i = if m == 1 << 127 {
-                    i128::MIN
-                } else {
-                    -i128::try_from(m).ok()?
-                };
-                T::try_from(i).ok()
-            }
-        }
-    }
-}
-
-/// Decimal digits with an optional `-`. `strict` is Redis's own rule for
-/// integers stored as strings: no `+`, no leading zero, no `-0`. Big numbers
-/// are read leniently (`+` and leading zeros allowed).
-fn parse_decimal(text: &[u8], strict: bool) -> Option<Wide> {
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) if !strict => (false, rest),
-        _ => (false, text),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    if strict && digits[0] == b'0' && (negative || digits.len() > 1) {
-        return None;
-    }
-    let mut m: u128 = 0;
-    for &d in digits {
-        m = m.checked_mul(10)?.checked_add(u128::from(d - b'0'))?;
-    }
-    Some(if negative { Wide::Neg(m) } else { Wide::Pos(m) })
-}
-
-/// An integral double as a `Wide`, or `None` if it has a fraction, is not
+/// An integral double as an `Int`, or `None` if it has a fraction, is not
 /// finite, or is beyond the widest integer types.
-fn integral(d: f64) -> Option<Wide> {
+fn integral(d: f64) -> Option<Int> {
     // `u128::MAX as f64` rounds to 2^128, so `<` keeps every value in range,
     // and an integral double below it converts exactly.
     if d.is_finite() && d.fract() == 0.0 && d.abs() < u128::MAX as f64 {
-        let m = d.abs() as u128;
-        Some(if d < 0.0 { Wide::Neg(m) } else { Wide::Pos(m) })
+        Some(Int::new(d < 0.0, d.abs() as u128))
     } else {
         None
     }
@@ -263,10 +339,12 @@ fn integer<T: TryFrom<u128> + TryFrom<i128>>(value: Value, name: &'static str) -
     let value = plain(value)?;
     let wide = match &value {
         Value::Integer(i) => T::try_from(i128::from(*i)).ok(),
-        Value::BulkString(b) => parse_decimal(b, true).and_then(Wide::narrow),
-        Value::SimpleString(s) => parse_decimal(s.as_bytes(), true).and_then(Wide::narrow),
-        Value::BigNumber(n) => parse_decimal(n.as_bytes(), false).and_then(Wide::narrow),
-        Value::Double(d) => integral(*d).and_then(Wide::narrow),
+        Value::BulkString(b) => number::parse(b, Form::Canonical).and_then(Int::narrow),
+        Value::SimpleString(s) => {
+            number::parse(s.as_bytes(), Form::Canonical).and_then(Int::narrow)
+        }
+        Value::BigNumber(n) => number::parse(n.as_bytes(), Form::Signed).and_then(Int::narrow),
+        Value::Double(d) => integral(*d).and_then(Int::narrow),
         _ => None,
     };
     wide.ok_or_else(|| mismatch(name, &value))
@@ -383,6 +461,20 @@ fn bytes_into<T: FromValue>(bytes: Vec<u8>) -> Result<Vec<T>> {
 }
 
 impl<T: FromValue> FromValue for Vec<T> {
+    fn from_replies(replies: Vec<Value>) -> Result<Vec<T>> {
+        let mut outcome = Outcome::default();
+        let mut out = Vec::with_capacity(replies.len());
+        for reply in replies.into_iter().enumerate() {
+            if let Some(t) = outcome.take::<T>(Some(reply)) {
+                out.push(t);
+            }
+        }
+        match outcome.failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
     fn from_value(value: Value) -> Result<Vec<T>> {
         match plain(value)? {
             Value::Array(items) | Value::Set(items) | Value::Push(items) => {
@@ -566,12 +658,38 @@ fn next_item<T: FromValue>(rest: &mut vec::IntoIter<Value>) -> Result<T> {
     }
 }
 
+/// A tuple whose arity is not the number of replies: the first error
+/// reply, if any, explains more.
+fn wrong_reply_count(n: usize, replies: &[Value]) -> Error {
+    first_error_reply(replies).unwrap_or_else(|| {
+        Error::conversion(
+            format!("{} replies, one per element of the tuple", n),
+            format!("{} replies", replies.len()),
+        )
+    })
+}
+
 macro_rules! tuple_impls {
     ($($n:literal => ($($t:ident),+);)+) => {$(
         impl<$($t: FromValue),+> FromValue for ($($t,)+) {
             fn from_value(value: Value) -> Result<($($t,)+)> {
                 let mut rest = tuple_items(value, $n)?;
                 Ok(($(next_item::<$t>(&mut rest)?,)+))
+            }
+
+            #[allow(non_snake_case)]
+            fn from_replies(replies: Vec<Value>) -> Result<($($t,)+)> {
+                if replies.len() != $n {
+                    return Err(wrong_reply_count($n, &replies));
+                }
+                let mut outcome = Outcome::default();
+                let mut rest = replies.into_iter().enumerate();
+                let taken = ($(outcome.take::<$t>(rest.next()),)+);
+                match (outcome.failure, taken) {
+                    (None, ($(Some($t),)+)) => Ok(($($t,)+)),
+                    (Some(e), _) => Err(e),
+                    (None, _) => Err(wrong_reply_count($n, &[])),
+                }
             }
         }
     )+};

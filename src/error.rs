@@ -1,32 +1,48 @@
-//! One error type for everything that can go wrong, and what each failure
-//! means for the connection.
+//! One error type for everything that can go wrong, what each failure
+//! means for the connection, and whether the request may have run.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io;
+
+use crate::resp::ProtocolError;
 
 /// A specialised `Result` for respline.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong, one variant per kind of failure.
 ///
-/// Two kinds leave the connection usable: [`Error::Server`] (the server
-/// answered with an error reply) and [`Error::Conversion`] (the reply did not
-/// fit the requested type), together with the transaction outcomes
-/// [`Error::ExecAbort`] and [`Error::WatchAborted`]. Every other kind that
-/// happens while a request is in flight marks the connection broken
-/// ([`Error::breaks_connection`]): it refuses further use with
-/// [`Error::Broken`] until [`reconnect`](crate::Connection::reconnect), so a
-/// late reply can never be handed to the wrong command.
+/// Two questions every error answers:
+///
+/// * **Is the connection still usable?** [`Error::Server`] (the server
+///   answered with an error reply), [`Error::Conversion`] (the reply did not
+///   fit the requested type), [`Error::ExecAbort`] and
+///   [`Error::WatchAborted`] leave it usable. Every other kind that happens
+///   while a request is in flight breaks it ([`Error::breaks_connection`]):
+///   it refuses further use with [`Error::Broken`] until
+///   [`reconnect`](crate::Connection::reconnect), so a late reply can never
+///   be handed to the wrong command.
+/// * **May the request have run?** [`Error::may_have_reached_server`] is
+///   false only when provably nothing of the request was written: it is
+///   then safe to send it again.
+///
+/// ```
+/// use respline::{Connection, ConnectOptions};
+///
+/// // Nothing listens on port 1: the error names the address, and nothing was sent.
+/// let err = Connection::connect(&ConnectOptions::tcp("127.0.0.1", 1)).unwrap_err();
+/// assert!(err.to_string().starts_with("could not connect to 127.0.0.1:1: "), "{}", err);
+/// assert!(err.is_io() && !err.may_have_reached_server());
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The stream failed: connection refused or reset, end of stream in the
-    /// middle of a reply, broken pipe.
+    /// The stream failed while a request was in flight: reset, end of
+    /// stream in the middle of a reply, broken pipe.
     Io(io::Error),
     /// A deadline passed before the operation finished.
     Timeout {
-        /// What was being waited for: `"connect"`, `"read"` or `"write"`.
+        /// What was being waited for: `"read"` or `"write"`.
         operation: &'static str,
     },
     /// The peer sent bytes that are not valid RESP, broke a configured limit,
@@ -40,13 +56,14 @@ pub enum Error {
     /// that cannot provide it.
     Config(String),
     /// The connection was broken by an earlier failure and refuses further
-    /// use; the text names that failure.
+    /// use; the text names that failure. Nothing was sent.
     Broken {
         /// The failure that broke the connection.
         cause: String,
     },
     /// The server discarded a transaction (`EXECABORT`) because commands
     /// failed to queue; each error carries the index of its command.
+    /// Nothing in the transaction ran.
     ExecAbort {
         /// The queueing errors, each with [`ServerError::index`] set.
         errors: Vec<ServerError>,
@@ -68,50 +85,101 @@ pub enum Error {
         /// The failure itself.
         source: Box<Error>,
     },
+    /// Opening a connection failed: the address could not be resolved,
+    /// refused the connection, or did not answer within the connect timeout
+    /// (an `io::Error` of kind `TimedOut`).
+    Connect {
+        /// The address, as `host:port` or a socket path.
+        addr: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The server refused a step of the connection handshake, or the
+    /// handshake failed at that step.
+    Handshake {
+        /// The command of the step: `"HELLO"`, `"AUTH"`, `"CLIENT SETNAME"`
+        /// or `"SELECT"`.
+        step: &'static str,
+        /// Why.
+        source: Box<Error>,
+    },
+    /// The failure came before any byte of the request was written, so the
+    /// server never saw it: safe to send again. (By default a connection
+    /// opened from options already retried once on a fresh connection.)
+    NotSent {
+        /// The failure.
+        source: Box<Error>,
+    },
 }
 
 impl Error {
-    /// True if the failure was a timeout, directly or inside
-    /// [`Error::Interrupted`].
+    /// A conversion error: the reply did not fit, for [`FromValue`](crate::FromValue)
+    /// implementations. `expected` names what was needed, `found` shows what
+    /// arrived.
+    ///
+    /// ```
+    /// let err = respline::Error::conversion("a user hash", "an empty map".to_string());
+    /// assert_eq!(err.to_string(), "cannot convert reply: expected a user hash, found an empty map");
+    /// ```
+    pub fn conversion(expected: impl Into<Cow<'static, str>>, found: impl Into<String>) -> Error {
+        Error::Conversion(Box::new(ConversionError::new(expected, found)))
+    }
+
+    /// True if the failure was a timeout, directly or inside a wrapping
+    /// variant.
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::Timeout { .. } => true,
-            Error::Io(e) => is_timeout_kind(e.kind()),
-            Error::Interrupted { source, .. } => source.is_timeout(),
-            _ => false,
+            Error::Io(e) | Error::Connect { source: e, .. } => is_timeout_kind(e.kind()),
+            _ => self.inner().map_or(false, Error::is_timeout),
         }
     }
 
     /// True if the failure was an I/O error (not a timeout), directly or
-    /// inside [`Error::Interrupted`].
+    /// inside a wrapping variant; connect failures included.
     pub fn is_io(&self) -> bool {
         match self {
-            Error::Io(e) => !is_timeout_kind(e.kind()),
-            Error::Interrupted { source, .. } => source.is_io(),
-            _ => false,
+            Error::Io(e) | Error::Connect { source: e, .. } => !is_timeout_kind(e.kind()),
+            _ => self.inner().map_or(false, Error::is_io),
         }
     }
 
-    /// True if this failure leaves the connection broken. Server errors,
-    /// conversion errors, `EXECABORT` and a WATCH abort do not; I/O errors,
-    /// timeouts and protocol errors during a request do.
+    /// True if this failure leaves the connection broken (or never opened
+    /// it). Server errors, conversion errors, `EXECABORT` and a WATCH abort
+    /// do not; I/O errors, timeouts and protocol errors during a request do.
     pub fn breaks_connection(&self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Error::Io(_)
-                | Error::Timeout { .. }
-                | Error::Protocol(_)
-                | Error::Broken { .. }
-                | Error::Interrupted { .. }
+            Error::Server(_)
+                | Error::Conversion(_)
+                | Error::Config(_)
+                | Error::ExecAbort { .. }
+                | Error::WatchAborted { .. }
         )
     }
 
-    /// The server error, if this is one (also inside [`Error::Interrupted`]).
+    /// False only when provably no byte of the request reached the server,
+    /// so it cannot have run and may be sent again: a refused or failed
+    /// connect or handshake, a broken connection refusing use, an invalid
+    /// option, or [`Error::NotSent`]. True for everything else, including
+    /// server errors (the request arrived) and failures after part of it was
+    /// written.
+    pub fn may_have_reached_server(&self) -> bool {
+        !matches!(
+            self,
+            Error::Config(_)
+                | Error::Broken { .. }
+                | Error::Connect { .. }
+                | Error::Handshake { .. }
+                | Error::NotSent { .. }
+        )
+    }
+
+    /// The server error, if this is one (also inside a wrapping variant).
     pub fn server_error(&self) -> Option<&ServerError> {
         match self {
             Error::Server(e) => Some(e),
-            Error::Interrupted { source, .. } => source.server_error(),
-            _ => None,
+            _ => self.inner().and_then(Error::server_error),
         }
     }
 
@@ -124,11 +192,35 @@ impl Error {
         }
     }
 
-    pub(crate) fn conversion(expected: impl Into<Cow<'static, str>>, found: String) -> Error {
-        Error::Conversion(Box::new(ConversionError {
-            expected: expected.into(),
-            found,
-        }))
+    /// The error a wrapping variant carries.
+    fn inner(&self) -> Option<&Error> {
+        match self {
+            Error::Interrupted { source, .. }
+            | Error::Handshake { source, .. }
+            | Error::NotSent { source } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// Marks a server or conversion error as coming from the command at
+    /// `index` of a pipeline or transaction (if it is not marked yet).
+    pub(crate) fn at_command(self, index: Option<usize>) -> Error {
+        match (self, index) {
+            (Error::Server(mut e), Some(i)) if e.index.is_none() => {
+                e.index = Some(i);
+                Error::Server(e)
+            }
+            (Error::Conversion(mut e), Some(i)) if e.index.is_none() => {
+                e.index = Some(i);
+                Error::Conversion(e)
+            }
+            (e, _) => e,
+        }
+    }
+
+    /// True for a server error reply (not a transport failure).
+    pub(crate) fn is_server(&self) -> bool {
+        matches!(self, Error::Server(_))
     }
 }
 
@@ -176,6 +268,13 @@ impl fmt::Display for Error {
                 "request interrupted after {} of {} replies: {}",
                 replies, requested, source
             ),
+            Error::Connect { addr, source } => {
+                write!(f, "could not connect to {}: {}", addr, source)
+            }
+            Error::Handshake { step, source } => {
+                write!(f, "connection handshake failed at {}: {}", step, source)
+            }
+            Error::NotSent { source } => write!(f, "{} (the request was not sent)", source),
         }
     }
 }
@@ -183,16 +282,20 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
+            Error::Io(e) | Error::Connect { source: e, .. } => Some(e),
             Error::Protocol(e) => Some(e),
             Error::Server(e) => Some(&**e),
             Error::Conversion(e) => Some(&**e),
-            Error::Interrupted { source, .. } => Some(&**source),
+            Error::Interrupted { source, .. }
+            | Error::Handshake { source, .. }
+            | Error::NotSent { source } => Some(&**source),
             _ => None,
         }
     }
 }
 
+/// An I/O error as respline reports it: a timeout kind is
+/// [`Error::Timeout`], anything else [`Error::Io`].
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
         if is_timeout_kind(e.kind()) {
@@ -212,6 +315,12 @@ impl From<ProtocolError> for Error {
 impl From<ServerError> for Error {
     fn from(e: ServerError) -> Error {
         Error::Server(Box::new(e))
+    }
+}
+
+impl From<ConversionError> for Error {
+    fn from(e: ConversionError) -> Error {
+        Error::Conversion(Box::new(e))
     }
 }
 
@@ -291,16 +400,45 @@ impl fmt::Display for ServerError {
 impl std::error::Error for ServerError {}
 
 /// A reply did not fit the requested type.
+///
+/// ```
+/// use respline::ConversionError;
+///
+/// let e = ConversionError::new("integer", "bulk string \"abc\"");
+/// assert_eq!(e.to_string(), "cannot convert reply: expected integer, found bulk string \"abc\"");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConversionError {
     /// What the conversion needed, for example `"integer"`.
     pub expected: Cow<'static, str>,
     /// A short rendering of what arrived.
     pub found: String,
+    /// The position of the command whose reply it was, in its pipeline or
+    /// transaction, when the reply came from one.
+    pub index: Option<usize>,
+}
+
+impl ConversionError {
+    /// A conversion error: `expected` names what was needed, `found` shows
+    /// what arrived.
+    pub fn new(
+        expected: impl Into<Cow<'static, str>>,
+        found: impl Into<String>,
+    ) -> ConversionError {
+        ConversionError {
+            expected: expected.into(),
+            found: found.into(),
+            index: None,
+        }
+    }
 }
 
 impl fmt::Display for ConversionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(i) = self.index {
+            write!(f, "command #{}: ", i)?;
+        }
         write!(
             f,
             "cannot convert reply: expected {}, found {}",
@@ -310,101 +448,6 @@ impl fmt::Display for ConversionError {
 }
 
 impl std::error::Error for ConversionError {}
-
-/// What kind of protocol failure happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ProtocolErrorKind {
-    /// The bytes are not valid RESP.
-    Malformed,
-    /// Valid RESP that breaks one of the configured [`Limits`](crate::Limits).
-    LimitExceeded,
-    /// Valid RESP that no request asked for: unsolicited data, or a reply of
-    /// the wrong shape for the protocol step (for example, an `EXEC` reply
-    /// whose length does not match the queued commands).
-    Unexpected,
-}
-
-/// The peer sent something that breaks the protocol. The message says what
-/// was expected, what arrived, and at which byte of the reply.
-///
-/// ```
-/// let err = respline::decode(b"@foo\r\n", &respline::Limits::default()).unwrap_err();
-/// assert_eq!(err.offset(), 0);
-/// assert_eq!(
-///     err.to_string(),
-///     "protocol error at byte 0 of the reply: expected a RESP type byte, found '@' (0x40)"
-/// );
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProtocolError(Box<ProtocolErrorInner>);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct ProtocolErrorInner {
-    kind: ProtocolErrorKind,
-    offset: usize,
-    expected: Cow<'static, str>,
-    found: String,
-}
-
-impl ProtocolError {
-    pub(crate) fn new(
-        kind: ProtocolErrorKind,
-        offset: usize,
-        expected: impl Into<Cow<'static, str>>,
-        found: impl Into<String>,
-    ) -> ProtocolError {
-        ProtocolError(Box::new(ProtocolErrorInner {
-            kind,
-            offset,
-            expected: expected.into(),
-            found: found.into(),
-        }))
-    }
-
-    /// What kind of failure this is.
-    pub fn kind(&self) -> ProtocolErrorKind {
-        self.0.kind
-    }
-
-    /// The byte offset, from the start of the reply, where the problem was
-    /// found.
-    pub fn offset(&self) -> usize {
-        self.0.offset
-    }
-
-    /// What the decoder expected at that offset.
-    pub fn expected(&self) -> &str {
-        &self.0.expected
-    }
-
-    /// What it found there.
-    pub fn found(&self) -> &str {
-        &self.0.found
-    }
-
-    pub(crate) fn shifted(mut self, by: usize) -> ProtocolError {
-        self.0.offset += by;
-        self
-    }
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.0.kind {
-            ProtocolErrorKind::Malformed => "protocol error",
-            ProtocolErrorKind::LimitExceeded => "reply limit exceeded",
-            ProtocolErrorKind::Unexpected => "unexpected reply",
-        };
-        write!(
-            f,
-            "{} at byte {} of the reply: expected {}, found {}",
-            what, self.0.offset, self.0.expected, self.0.found
-        )
-    }
-}
-
-impl std::error::Error for ProtocolError {}
 
 #[cfg(test)]
 mod tests {

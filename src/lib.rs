@@ -3,67 +3,95 @@
 //! RESP2 and RESP3, pipelines that cost one write and one round trip,
 //! MULTI/EXEC transactions, typed replies, and no dependency beyond `std`.
 //!
-//! # The two data paths
+//! # Quick start
 //!
-//! ```text
-//! write:  cmd("SET").arg(..) / Pipeline ──▶ encode ──▶ Vec<u8> ──▶ one write_all
-//!           cmd.rs, pipeline.rs            encode.rs              connection.rs
+//! ```
+//! # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+//! use respline::{Connection, Pipeline};
 //!
-//! read:   socket bytes ──▶ read buffer ──▶ Decoder ──▶ Value ──▶ FromValue ──▶ T
-//!                        connection.rs   decode.rs   value.rs   convert.rs
+//! fn main() -> respline::Result<()> {
+//!     // let mut conn = Connection::open("redis://127.0.0.1:6379/0")?;
+//!     // Here, a scripted stream stands in for the server:
+//! #   let stream = FakeServer::replying(&[b"+OK\r\n", b"$5\r\nAlice\r\n",
+//! #       b"+OK\r\n:1\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"]);
+//!     let mut conn = Connection::new(stream);
+//!     conn.execute(["SET", "user:1:name", "Alice"])?; // checked for an error reply
+//!     let name: Option<String> = conn.query(["GET", "user:1:name"])?;
+//!     assert_eq!(name.as_deref(), Some("Alice"));
+//!
+//!     // Three commands, one write, one round trip.
+//!     let mut pipe = Pipeline::new();
+//!     pipe.cmd(["SET", "visits", "0"]).cmd(["INCR", "visits"]).cmd(["INCR", "user:1:name"]);
+//!     let err = pipe.query::<((), i64, i64)>(&mut conn).unwrap_err();
+//!     // Every reply was read; the first error reply fails the call, naming its command.
+//!     assert_eq!(
+//!         err.to_string(),
+//!         "server error: command #2: WRONGTYPE Operation against a key holding the wrong kind of value"
+//!     );
+//!     assert!(!conn.is_broken());
+//!     Ok(())
+//! }
 //! ```
 //!
-//! Server error replies are values ([`Value::Error`]) until a conversion turns
-//! them into [`Error::Server`]; I/O, timeout and protocol failures break the
-//! connection, which then refuses use until [`Connection::reconnect`], so a
-//! reply is never handed to the wrong command.
+//! # Layout
 //!
-//! # In scope
-//! The RESP2/RESP3 codec, connections over TCP, Unix sockets or any
-//! `Read + Write` stream, URL parsing, timeouts as deadlines, AUTH, SELECT,
-//! CLIENT SETNAME and HELLO on connect, pipelines (plain, transactional and
-//! chunked), typed conversions.
+//! ```text
+//! src/resp/         the codec: bytes ⇄ Value (decode, encode, limits), no I/O    ── public as respline::resp
+//! src/connection/   one Connection: stream, buffer, deadlines, handshake, URLs,
+//!                   and the one door every request goes through (door.rs)
+//! src/cmd.rs        commands and their arguments            src/convert.rs   Value → your types
+//! src/pipeline.rs   many commands, one write; the rule for many replies
+//! src/transaction.rs  WATCH/MULTI/EXEC helper     src/script/   Lua scripts by SHA-1
+//! src/pubsub.rs     subscribers                   src/scan.rs   SCAN iterators
+//! src/chunked.rs    loads of any size in bounded chunks
+//! ```
+//!
+//! The two data paths:
+//!
+//! ```text
+//! write:  cmd("SET").arg(..) / Pipeline ──▶ resp::encode ──▶ Vec<u8> ──▶ one write
+//! read:   socket bytes ──▶ read buffer ──▶ resp::Decoder ──▶ Value ──▶ FromValue ──▶ T
+//! ```
+//!
+//! Server error replies are values ([`Value::Error`]) until a conversion
+//! turns them into [`Error::Server`]; I/O, timeout and protocol failures
+//! break the connection, which then refuses use until
+//! [`Connection::reconnect`], so a reply is never handed to the wrong
+//! command. Every error says whether the request may have reached the server
+//! ([`Error::may_have_reached_server`]); one that provably did not is sent
+//! again on a fresh connection, once, when the connection was opened from
+//! options.
 //!
 //! # Out of scope
-//! TLS (bring your own stream: [`Connection::new`]), connection pooling,
-//! Redis Cluster and Sentinel routing, async.
+//! TLS (bring your own stream: [`Connection::new`]), async.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod blocking;
 mod chunked;
 mod cmd;
 mod connection;
 mod convert;
-mod decode;
-mod encode;
 mod error;
-mod options;
 mod pipeline;
 mod pubsub;
+pub mod resp;
 mod scan;
 mod script;
-mod sha1;
-mod socket;
 mod transaction;
-mod url;
-mod value;
 
 pub use chunked::{Chunking, LoadSummary};
-pub use cmd::{cmd, Cmd, ToArg, ToCommand};
-pub use connection::{Connection, MAX_QUEUED_PUSHES};
+pub use cmd::{cmd, ArgWriter, ArgWritten, Cmd, ToArg, ToCommand};
+pub use connection::options::{Addr, ConnectOptions};
+pub use connection::socket::{Socket, SocketHooks};
+pub use connection::{Connection, ReplyTimeout, Timed};
 pub use convert::FromValue;
-pub use decode::{decode, Decoder, Limits};
-pub use encode::{encode_command, encode_value, encoded_len, write_bulk, Protocol};
-pub use error::{ConversionError, Error, ProtocolError, ProtocolErrorKind, Result, ServerError};
-pub use options::{Addr, ConnectOptions};
+pub use error::{ConversionError, Error, Result, ServerError};
 pub use pipeline::Pipeline;
 pub use pubsub::{Message, MessageKind, StopHandle, Subscriber};
+pub use resp::{Protocol, Value};
 pub use scan::{Scan, ScanIter};
 pub use script::{Script, ScriptInvocation};
-pub use socket::{Socket, SocketHooks};
 pub use transaction::{transaction, WatchOptions};
-pub use value::Value;
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

@@ -1,18 +1,35 @@
 //! [`Pipeline`]: many commands, one write, one round trip.
 //!
-//! Commands are encoded into one `Vec<u8>` as they are added. `execute`
-//! writes that buffer with one write call and then reads exactly one reply
-//! per command (plus MULTI's and EXEC's in a transaction). A server error in
-//! the middle is that command's reply, never a reason to stop reading: the
-//! connection stays in step and usable.
+//! Commands are encoded into one `Vec<u8>` as they are added. Running the
+//! pipeline writes that buffer with one write call and then reads exactly
+//! one reply per command (plus MULTI's and EXEC's in a transaction). A server
+//! error in the middle is that command's reply, never a reason to stop
+//! reading: the connection stays in step and usable.
+//!
+//! # The rule for many replies
+//!
+//! Pipelines, transactions and the WATCH helper ([`transaction`](crate::transaction))
+//! turn their replies into a result the same way, once every reply is read:
+//!
+//! * a tuple or a `Vec` converts reply by reply, each with its command's
+//!   index; a `Value` is the array of replies; `()` accepts any replies;
+//! * if a command's reply is an error reply, the call fails with the first
+//!   such [`Error::Server`](crate::Error::Server), its
+//!   [`index`](crate::ServerError::index) set; otherwise with the first reply that
+//!   does not fit its type, as an [`Error::Conversion`](crate::Error::Conversion)
+//!   that names the command's index too;
+//! * a reply converted to `Result<T, ServerError>` keeps its command's error
+//!   as a value instead, so a typed tuple can hold per-command errors;
+//! * [`execute_raw`](Pipeline::execute_raw) returns the replies untouched,
+//!   error replies as [`Value::Error`] elements.
 
 use std::io::{Read, Write};
 
 use crate::cmd::ToCommand;
-use crate::connection::{Connection, Wait};
+use crate::connection::{changes_session, Connection, Wait};
 use crate::convert::{server_error, FromValue};
-use crate::error::{Error, ProtocolError, ProtocolErrorKind, Result, ServerError};
-use crate::value::Value;
+use crate::error::{Error, Result};
+use crate::resp::{ProtocolError, ProtocolErrorKind, Value};
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
@@ -20,29 +37,26 @@ const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 /// A batch of commands sent with one write and answered in one round trip.
 ///
 /// ```
-/// # use std::io::{Cursor, Read, Write};
-/// # struct Fake { replies: Cursor<Vec<u8>>, writes: usize }
-/// # impl Read for Fake { fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> { self.replies.read(b) } }
-/// # impl Write for Fake {
-/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.writes += 1; Ok(b.len()) }
-/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-/// # }
-/// # let fake = Fake { replies: Cursor::new(b"+OK\r\n$5\r\nAlice\r\n:1\r\n$1\r\n1\r\n".to_vec()), writes: 0 };
-/// use respline::{Connection, Pipeline, Value};
+/// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+/// # let stream = FakeServer::replying(&[b"+OK\r\n$5\r\nAlice\r\n:1\r\n$1\r\n1\r\n"]);
+/// use respline::{Connection, Pipeline};
 ///
-/// let mut conn = Connection::new(fake); // over any Read + Write stream
+/// let mut conn = Connection::new(stream); // over any Read + Write stream
 /// let mut pipe = Pipeline::new();
 /// pipe.cmd(["SET", "name", "Alice"]).cmd(["GET", "name"]).cmd(["INCR", "counter"]).cmd(["GET", "counter"]);
 /// let (ok, name, n, s): ((), String, i64, String) = pipe.query(&mut conn)?;
 /// assert_eq!((ok, name.as_str(), n, s.as_str()), ((), "Alice", 1, "1"));
-/// assert_eq!(conn.get_ref().writes, 1);
+/// assert_eq!(conn.get_ref().writes(), 1);
 /// # Ok::<(), respline::Error>(())
 /// ```
 #[derive(Clone, Debug, Default)]
+#[must_use = "a pipeline does nothing until it is run: pipe.query(&mut conn) or pipe.execute(&mut conn)"]
 pub struct Pipeline {
     buf: Vec<u8>,
     count: usize,
     transaction: bool,
+    /// A command may change the connection's session (`SELECT`...).
+    changes_session: bool,
 }
 
 impl Pipeline {
@@ -69,11 +83,15 @@ impl Pipeline {
         }
     }
 
-    /// Adds a command: a [`Cmd`](crate::Cmd), or an array, slice or `Vec` of
-    /// arguments.
+    /// Adds a command: a [`Cmd`](crate::Cmd), or an array, slice, `Vec` or
+    /// tuple of arguments.
     pub fn cmd(&mut self, command: impl ToCommand) -> &mut Pipeline {
+        let start = self.buf.len();
         command.write_command(&mut self.buf);
         self.count += 1;
+        if !self.changes_session {
+            self.changes_session = changes_session(&self.buf[start..]);
+        }
         self
     }
 
@@ -101,54 +119,40 @@ impl Pipeline {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.count = 0;
+        self.changes_session = false;
     }
 
-    /// Runs the pipeline and returns one reply per command, in order. Server
-    /// errors are [`Value::Error`] elements at their command's index.
+    /// Runs the pipeline and converts the replies to `T` by the rule of the
+    /// [module](self): a tuple with one element per command, a `Vec`, `()`
+    /// or a [`Value`]. Fails with the first error reply (with its command's
+    /// index) once every reply is read.
     ///
     /// For a transaction: the replies inside EXEC's; `EXECABORT` gives
     /// [`Error::ExecAbort`] (every command that failed to queue, by index),
     /// and a nil EXEC gives [`Error::WatchAborted`]. Neither breaks the
     /// connection.
-    pub fn execute<S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<Vec<Value>> {
+    pub fn query<T: FromValue>(&self, conn: &mut Connection<impl Read + Write>) -> Result<T> {
+        T::from_replies(self.execute_raw(conn)?)
+    }
+
+    /// Runs the pipeline and returns one reply per command, in order, failing
+    /// with the first error reply (with its command's index) once every
+    /// reply is read: `query::<Vec<Value>>`.
+    pub fn execute(&self, conn: &mut Connection<impl Read + Write>) -> Result<Vec<Value>> {
+        self.query(conn)
+    }
+
+    /// Runs the pipeline and returns every reply as it arrived, error
+    /// replies included as [`Value::Error`] elements at their command's
+    /// index: nothing is checked. Transport failures, EXECABORT and a nil
+    /// EXEC are still errors.
+    pub fn execute_raw(&self, conn: &mut Connection<impl Read + Write>) -> Result<Vec<Value>> {
         let mut replies = Vec::with_capacity(self.count);
         self.run(conn, |_, v| {
             replies.push(v);
             Ok(())
         })?;
         Ok(replies)
-    }
-
-    /// Runs the pipeline and returns each command's result: its reply, or
-    /// its server error with [`ServerError::index`] set.
-    pub fn results<S: Read + Write>(
-        &self,
-        conn: &mut Connection<S>,
-    ) -> Result<Vec<std::result::Result<Value, ServerError>>> {
-        let mut results = Vec::with_capacity(self.count);
-        self.run(conn, |i, v| {
-            results.push(match server_error(&v) {
-                Some(e) => Err(e.with_index(i)),
-                None => Ok(v),
-            });
-            Ok(())
-        })?;
-        Ok(results)
-    }
-
-    /// Runs the pipeline and converts the replies, as one array, to `T`: a
-    /// tuple with one element per command, or a `Vec`. The first server error
-    /// among the replies is returned as [`Error::Server`], with its index.
-    pub fn query<T: FromValue>(&self, conn: &mut Connection<impl Read + Write>) -> Result<T> {
-        let replies = self.execute(conn)?;
-        if let Some((i, e)) = replies
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| server_error(v).map(|e| (i, e)))
-        {
-            return Err(e.with_index(i).into());
-        }
-        T::from_value(Value::Array(replies))
     }
 
     /// Writes the commands and hands each reply to `each` with its index,
@@ -158,6 +162,9 @@ impl Pipeline {
         conn: &mut Connection<S>,
         mut each: impl FnMut(usize, Value) -> Result<()>,
     ) -> Result<()> {
+        if self.changes_session {
+            conn.note_session_change();
+        }
         if !self.transaction {
             return conn.request(&self.buf, self.count, Wait::Default, each);
         }
@@ -168,7 +175,7 @@ impl Pipeline {
         let n = self.count;
         let mut multi_error = None;
         let mut queue_errors = Vec::new();
-        let mut exec = None;
+        let mut exec = Value::Nil;
         conn.request(&bytes, n + 2, Wait::Default, |i, v| {
             if i == 0 {
                 multi_error = server_error(&v);
@@ -177,41 +184,45 @@ impl Pipeline {
                     queue_errors.push(e.with_index(i - 1));
                 }
             } else {
-                exec = Some(v);
+                check_exec_reply(&v, n)?;
+                exec = v;
             }
             Ok(())
         })?;
         if let Some(e) = multi_error {
             return Err(e.into());
         }
-        match exec.map(Value::into_without_attributes) {
-            Some(Value::Array(replies)) if replies.len() == n => {
+        match exec.into_without_attributes() {
+            Value::Array(replies) => {
                 for (i, v) in replies.into_iter().enumerate() {
                     each(i, v)?;
                 }
                 Ok(())
             }
-            Some(Value::Nil) => Err(Error::WatchAborted { attempts: 1 }),
-            Some(v) => match server_error(&v) {
+            Value::Nil => Err(Error::WatchAborted { attempts: 1 }),
+            v => match server_error(&v) {
                 Some(e) if e.code() == "EXECABORT" => Err(Error::ExecAbort {
                     errors: queue_errors,
                 }),
                 Some(e) => Err(e.into()),
-                // Replies that cannot be matched to their commands: the
-                // connection is not trusted any more, as for any protocol
-                // error (`Error::breaks_connection`).
-                None => Err(conn.fail(
-                    Error::Protocol(ProtocolError::new(
-                        ProtocolErrorKind::Unexpected,
-                        0,
-                        format!("EXEC to answer with an array of {} replies", n),
-                        format!("{} {}", v.kind(), v),
-                    )),
-                    0,
-                    1,
-                )),
+                None => Ok(()),
             },
-            None => unreachable!("request reads every reply"),
         }
+    }
+}
+
+/// EXEC answers with one reply per queued command, nil (a WATCH abort) or
+/// an error; anything else cannot be matched to the commands, and breaks
+/// the connection like any protocol error.
+fn check_exec_reply(v: &Value, n: usize) -> Result<()> {
+    match v.without_attributes() {
+        Value::Array(replies) if replies.len() == n => Ok(()),
+        Value::Nil | Value::Error(_) | Value::BlobError(_) => Ok(()),
+        other => Err(Error::Protocol(ProtocolError::new(
+            ProtocolErrorKind::Unexpected,
+            0,
+            format!("EXEC to answer with an array of {} replies", n),
+            format!("{} {}", other.kind(), other),
+        ))),
     }
 }

@@ -18,12 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cmd::{cmd, Cmd, ToArg, ToCommand};
+use crate::connection::socket::Socket;
 use crate::connection::{queue_full, Connection, Wait};
 use crate::convert::{server_error, FromValue};
-use crate::encode::Protocol;
-use crate::error::{Error, ProtocolError, ProtocolErrorKind, Result, ServerError};
-use crate::socket::Socket;
-use crate::value::Value;
+use crate::error::{Error, Result, ServerError};
+use crate::resp::{Protocol, ProtocolError, ProtocolErrorKind, Value};
 
 /// Which kind of subscription delivered a [`Message`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -284,21 +283,13 @@ fn malformed(what: &str, len: usize, items: Vec<Value>) -> Error {
 ///   confirmation breaks it; so does [`StopHandle::stop`].
 ///
 /// ```
-/// use std::io::{Cursor, Read, Write};
+/// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
 /// use respline::{Connection, MessageKind, Subscriber};
 ///
-/// // A fake server that confirms the subscription, then sends one message.
-/// struct Fake { replies: Cursor<Vec<u8>>, requests: Vec<u8> }
-/// impl Read for Fake {
-///     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> { self.replies.read(b) }
-/// }
-/// impl Write for Fake {
-///     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.requests.extend_from_slice(b); Ok(b.len()) }
-///     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-/// }
-/// let replies = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n\
-///                 *3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n".to_vec();
-/// let conn = Connection::new(Fake { replies: Cursor::new(replies), requests: Vec::new() });
+/// // A scripted server that confirms the subscription, then sends one message.
+/// let stream = FakeServer::replying(&[b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n\
+///     *3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"]);
+/// let conn = Connection::new(stream);
 ///
 /// let mut sub = Subscriber::new(conn);
 /// sub.subscribe(&["news"])?;
@@ -336,9 +327,7 @@ impl<S: Read + Write> Subscriber<S> {
         if let Err(e) = conn.begin() {
             // `begin` fails on a broken connection (which stays broken) or on
             // one with an abandoned request, which must not be reused either.
-            if conn.failure_cause().is_none() {
-                conn.fail(e, 0, 1);
-            }
+            conn.poison(e.to_string());
         }
         let mut sub = Subscriber {
             conn,
@@ -349,7 +338,7 @@ impl<S: Read + Write> Subscriber<S> {
             queue: VecDeque::new(),
             stopped: Arc::new(AtomicBool::new(false)),
         };
-        if sub.conn.failure_cause().is_none() {
+        if sub.conn.broken_cause().is_none() {
             // An error here has broken the connection; the next call says so.
             let _ = sub.absorb_queued_pushes();
         }
@@ -469,10 +458,11 @@ impl<S: Read + Write> Subscriber<S> {
             None => Wait::Each(None),
         };
         loop {
-            let value = match self.conn.next_frame(wait) {
-                Ok(v) => v,
-                // The decoder keeps a partial frame: nothing is lost.
-                Err(Error::Timeout { .. }) if !self.is_stopped() => return Ok(None),
+            // A timeout is patient: the decoder keeps a partial frame, so
+            // nothing is lost.
+            let value = match self.conn.receive_frame(wait, !self.is_stopped()) {
+                Ok(Some(v)) => v,
+                Ok(None) => return Ok(None),
                 Err(e) => return Err(self.failed(e)),
             };
             if let Some(m) = self.take_frame(value)? {
@@ -514,7 +504,7 @@ impl<S: Read + Write> Subscriber<S> {
     /// True once an I/O error, a protocol error, a timeout while awaiting a
     /// confirmation, or a stop has broken the subscriber's connection.
     pub fn is_broken(&self) -> bool {
-        self.conn.failure_cause().is_some()
+        self.conn.broken_cause().is_some()
     }
 
     /// True once [`StopHandle::stop`] was called.
@@ -552,27 +542,23 @@ impl<S: Read + Write> Subscriber<S> {
         if self.subscription_count() != 0 {
             // The server confirmed fewer removals than were asked for.
             let count = self.subscription_count();
-            return Err(self.conn.fail(
-                Error::Protocol(ProtocolError::new(
-                    ProtocolErrorKind::Unexpected,
-                    0,
-                    "no subscription left after unsubscribing from everything",
-                    format!("{} still confirmed", count),
-                )),
+            return Err(self.conn.fail(Error::Protocol(ProtocolError::new(
+                ProtocolErrorKind::Unexpected,
                 0,
-                1,
-            ));
+                "no subscription left after unsubscribing from everything",
+                format!("{} still confirmed", count),
+            ))));
         }
-        self.conn.finish();
+        self.conn.end();
         Ok(self.conn)
     }
 
     /// Fails with the reason the subscriber cannot be used, if it cannot.
     fn check_usable(&mut self) -> Result<()> {
-        if self.is_stopped() && self.conn.failure_cause().is_none() {
-            return Err(self.conn.fail(stopped_error(), 0, 1));
+        if self.is_stopped() && self.conn.broken_cause().is_none() {
+            return Err(self.conn.fail(stopped_error()));
         }
-        match self.conn.failure_cause() {
+        match self.conn.broken_cause() {
             Some(cause) => Err(Error::Broken {
                 cause: cause.to_string(),
             }),
@@ -587,7 +573,7 @@ impl<S: Read + Write> Subscriber<S> {
         } else {
             e
         };
-        self.conn.fail(e, 0, 1)
+        self.conn.fail(e)
     }
 
     fn send_one<C: ToArg>(&mut self, name: &str, names: &[C], ack: Ack, owed: usize) -> Result<()> {
@@ -605,7 +591,7 @@ impl<S: Read + Write> Subscriber<S> {
         for (c, _, _) in &batch {
             c.write_command(&mut bytes);
         }
-        if let Err(e) = self.conn.write_all(&bytes) {
+        if let Err(e) = self.conn.send(&bytes, 0) {
             return Err(self.failed(e));
         }
         for (_, ack, owed) in batch {
@@ -622,8 +608,9 @@ impl<S: Read + Write> Subscriber<S> {
         while self.owed.iter().any(|&n| n > 0) {
             // A timeout here is a request that went unanswered: it breaks
             // the connection like any other.
-            let value = match self.conn.next_frame(wait) {
-                Ok(v) => v,
+            let value = match self.conn.receive_frame(wait, false) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
                 Err(e) => return Err(self.failed(e)),
             };
             if let Some(m) = self.take_frame(value)? {
@@ -634,12 +621,13 @@ impl<S: Read + Write> Subscriber<S> {
     }
 
     /// Keeps a message that arrived while a confirmation was awaited, for
-    /// the next `receive`; at most [`MAX_QUEUED_PUSHES`](crate::MAX_QUEUED_PUSHES),
+    /// the next `receive`; at most `Limits::max_queued_pushes`,
     /// so a server flooding messages cannot grow memory without bound.
     fn keep(&mut self, m: Message) -> Result<()> {
-        if self.queue.len() >= crate::MAX_QUEUED_PUSHES {
-            let err = queue_full("messages queued while awaiting a confirmation");
-            return Err(self.conn.fail(err, 0, 1));
+        let max = self.conn.limits().max_queued_pushes;
+        if self.queue.len() >= max {
+            let err = queue_full(max, "messages queued while awaiting a confirmation");
+            return Err(self.conn.fail(err));
         }
         self.queue.push_back(m);
         Ok(())
@@ -650,7 +638,7 @@ impl<S: Read + Write> Subscriber<S> {
     fn take_frame(&mut self, value: Value) -> Result<Option<Message>> {
         let frame = match classify(value) {
             Ok(f) => f,
-            Err(e) => return Err(self.conn.fail(e, 0, 1)),
+            Err(e) => return Err(self.conn.fail(e)),
         };
         match frame {
             Frame::Message(m) => return Ok(Some(m)),
@@ -661,7 +649,7 @@ impl<S: Read + Write> Subscriber<S> {
             }
             Frame::OtherPush(v) => {
                 if let Err(e) = self.conn.queue_push(v) {
-                    return Err(self.conn.fail(e, 0, 1));
+                    return Err(self.conn.fail(e));
                 }
             }
             Frame::Error(e) => {
@@ -672,7 +660,7 @@ impl<S: Read + Write> Subscriber<S> {
                         "no error reply while nothing was asked",
                         format!("error reply {}", e),
                     ));
-                    return Err(self.conn.fail(err, 0, 1));
+                    return Err(self.conn.fail(err));
                 }
                 // The command awaited failed as a whole: it owes nothing more.
                 self.owed = [0; 7];
@@ -716,11 +704,12 @@ impl<S: Read + Write> Subscriber<S> {
     /// Takes the pub/sub pushes the connection queued (RESP3) in order,
     /// leaving the others.
     fn absorb_queued_pushes(&mut self) -> Result<()> {
-        let queued: Vec<Value> = self.conn.pubsub_push_queue().drain(..).collect();
+        let queued = self.conn.take_pushes();
         let mut result = Ok(());
         for v in queued {
             if result.is_err() {
-                self.conn.pubsub_push_queue().push_back(v);
+                // Handed back in order: the queue was emptied above.
+                let _ = self.conn.queue_push(v);
                 continue;
             }
             match self.take_frame(v) {

@@ -10,7 +10,7 @@ use crate::cmd::{cmd, Cmd};
 use crate::connection::Connection;
 use crate::convert::{mismatch, FromValue};
 use crate::error::{Error, Result};
-use crate::value::Value;
+use crate::resp::Value;
 
 /// Which command a [`Scan`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,38 +55,19 @@ impl Kind {
 ///
 /// ```
 /// use respline::Connection;
-/// # use std::collections::VecDeque;
-/// # use std::io::{Read, Write};
-/// # // A fake server: each request written releases the next canned reply.
-/// # struct Fake { canned: VecDeque<&'static [u8]>, out: Vec<u8>, requests: Vec<u8> }
-/// # impl Read for Fake {
-/// #     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-/// #         let n = self.out.len().min(b.len());
-/// #         b[..n].copy_from_slice(&self.out[..n]);
-/// #         self.out.drain(..n);
-/// #         Ok(n)
-/// #     }
-/// # }
-/// # impl Write for Fake {
-/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-/// #         self.requests.extend_from_slice(b);
-/// #         self.out.extend_from_slice(self.canned.pop_front().unwrap_or(b""));
-/// #         Ok(b.len())
-/// #     }
-/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-/// # }
+/// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
 /// // Two pages: cursor 17 with two keys, then cursor 0 with one more.
 /// let pages = vec![
 ///     &b"*2\r\n$2\r\n17\r\n*2\r\n$6\r\nuser:1\r\n$6\r\nuser:2\r\n"[..],
 ///     b"*2\r\n$1\r\n0\r\n*1\r\n$6\r\nuser:3\r\n",
 /// ];
-/// # let mut conn = Connection::new(Fake { canned: VecDeque::from(pages), out: Vec::new(), requests: Vec::new() });
+/// # let mut conn = Connection::new(FakeServer::replying(&pages));
 /// let mut keys = Vec::new();
 /// for key in conn.scan::<String>().pattern("user:*").count(1000) {
 ///     keys.push(key?);
 /// }
 /// assert_eq!(keys, ["user:1", "user:2", "user:3"]);
-/// # assert_eq!(conn.get_ref().requests,
+/// # assert_eq!(conn.get_ref().requests(),
 /// #     b"*6\r\n$4\r\nSCAN\r\n$1\r\n0\r\n$5\r\nMATCH\r\n$6\r\nuser:*\r\n$5\r\nCOUNT\r\n$4\r\n1000\r\n\
 /// #       *6\r\n$4\r\nSCAN\r\n$2\r\n17\r\n$5\r\nMATCH\r\n$6\r\nuser:*\r\n$5\r\nCOUNT\r\n$4\r\n1000\r\n");
 /// # Ok::<(), respline::Error>(())
@@ -96,32 +77,14 @@ impl Kind {
 ///
 /// ```
 /// # use respline::Connection;
-/// # use std::collections::VecDeque;
-/// # use std::io::{Read, Write};
-/// # // A fake server: each request written releases the next canned reply.
-/// # struct Fake { canned: VecDeque<&'static [u8]>, out: Vec<u8>, requests: Vec<u8> }
-/// # impl Read for Fake {
-/// #     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-/// #         let n = self.out.len().min(b.len());
-/// #         b[..n].copy_from_slice(&self.out[..n]);
-/// #         self.out.drain(..n);
-/// #         Ok(n)
-/// #     }
-/// # }
-/// # impl Write for Fake {
-/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-/// #         self.requests.extend_from_slice(b);
-/// #         self.out.extend_from_slice(self.canned.pop_front().unwrap_or(b""));
-/// #         Ok(b.len())
-/// #     }
-/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-/// # }
+/// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
 /// # let page = &b"*2\r\n$1\r\n0\r\n*4\r\n$5\r\nalice\r\n$3\r\n1.5\r\n$3\r\nbob\r\n$4\r\n-inf\r\n"[..];
-/// # let mut conn = Connection::new(Fake { canned: VecDeque::from(vec![page]), out: Vec::new(), requests: Vec::new() });
+/// # let mut conn = Connection::new(FakeServer::replying(&[page]));
 /// let scores = conn.zscan::<String>("leaderboard").iter().collect::<Result<Vec<_>, _>>()?;
 /// assert_eq!(scores, [("alice".to_string(), 1.5), ("bob".to_string(), f64::NEG_INFINITY)]);
 /// # Ok::<(), respline::Error>(())
 /// ```
+#[must_use = "a scan does nothing until iterated"]
 pub struct Scan<'a, S, T> {
     conn: &'a mut Connection<S>,
     kind: Kind,
@@ -221,6 +184,7 @@ enum State {
 
 /// The iterator of a [`Scan`]: yields `Result<T>`, fetching pages as
 /// needed, and ends after the page with cursor 0 or after an error.
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct ScanIter<'a, S, T> {
     conn: &'a mut Connection<S>,
     kind: Kind,

@@ -14,11 +14,11 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cmd::{cmd, Cmd, ToArg};
-use crate::connection::Connection;
+use crate::connection::{Connection, Wait};
 use crate::convert::{server_error, FromValue};
-use crate::error::{Error, Result, ServerError};
+use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
-use crate::value::Value;
+use crate::resp::Value;
 
 /// How often [`transaction`] tries, and how long it pauses between tries.
 ///
@@ -131,35 +131,15 @@ impl WatchOptions {
 ///
 /// A command that fails inside EXEC does not undo the others (Redis has no
 /// rollback), and neither does a conversion error: both come after EXEC
-/// committed. Converting to `Vec<Value>` keeps every reply, errors included;
-/// other types give the first error reply as [`Error::Server`], with
-/// [`ServerError::index`] set when it is a command's whole reply.
+/// committed. EXEC's replies become `T` by the same rule as a pipeline's
+/// ([`Pipeline::query`]): the first error reply fails the call with its
+/// command's index, unless its element is a `Result<_, ServerError>`.
 ///
 /// `keys` must not be empty ([`Error::Config`]).
 ///
 /// ```
-/// # use std::collections::VecDeque;
-/// # use std::io::{Read, Write};
-/// # // Each request written releases the next canned reply.
-/// # struct Fake { canned: VecDeque<&'static [u8]>, out: Vec<u8>, requests: Vec<u8> }
-/// # impl Read for Fake {
-/// #     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-/// #         let n = self.out.len().min(b.len());
-/// #         b[..n].copy_from_slice(&self.out[..n]);
-/// #         self.out.drain(..n);
-/// #         Ok(n)
-/// #     }
-/// # }
-/// # impl Write for Fake {
-/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-/// #         self.requests.extend_from_slice(b);
-/// #         self.out.extend_from_slice(self.canned.pop_front().unwrap_or(b""));
-/// #         Ok(b.len())
-/// #     }
-/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-/// # }
-/// # let canned = VecDeque::from(vec![&b"+OK\r\n"[..], b"$2\r\n41\r\n", b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"]);
-/// # let mut conn = respline::Connection::new(Fake { canned, out: Vec::new(), requests: Vec::new() });
+/// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+/// # let mut conn = respline::Connection::new(FakeServer::replying(&[b"+OK\r\n", b"$2\r\n41\r\n", b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n"]));
 /// use respline::{cmd, transaction, WatchOptions};
 ///
 /// // Double a balance, race-free: WATCH balance; GET balance; MULTI; SET balance ..; EXEC
@@ -168,7 +148,7 @@ impl WatchOptions {
 ///     pipe.cmd(cmd("SET").arg("balance").arg(balance * 2));
 ///     Ok(())
 /// })?;
-/// # assert!(conn.get_ref().requests.ends_with(b"$2\r\n82\r\n*1\r\n$4\r\nEXEC\r\n"));
+/// # assert!(conn.get_ref().requests().ends_with(b"$2\r\n82\r\n*1\r\n$4\r\nEXEC\r\n"));
 /// # Ok::<(), respline::Error>(())
 /// ```
 pub fn transaction<S, K, T, F>(
@@ -206,7 +186,7 @@ where
             thread::sleep(pause);
         }
         match attempt_once(conn, &watch, &mut pipe, &mut f) {
-            Ok(replies) => return convert(replies),
+            Ok(replies) => return T::from_replies(replies),
             Err(Error::WatchAborted { .. }) if attempt < options.max_attempts => {}
             Err(Error::WatchAborted { .. }) => {
                 return Err(Error::WatchAborted { attempts: attempt })
@@ -228,9 +208,10 @@ where
     S: Read + Write,
     F: FnMut(&mut Connection<S>, &mut Pipeline) -> Result<()>,
 {
-    conn.query::<()>(watch)?;
+    send_watch(conn, watch)?;
     // From here until EXEC or UNWATCH, the server holds a WATCH for this
     // connection: the guard breaks the connection if a panic unwinds past.
+    conn.set_watching(true);
     let mut guard = Watching { conn, active: true };
     pipe.clear();
     if let Err(e) = f(&mut *guard.conn, pipe) {
@@ -243,8 +224,9 @@ where
         guard.unwatch()?;
         return Ok(Vec::new());
     }
-    let result = pipe.execute(&mut *guard.conn);
+    let result = pipe.execute_raw(&mut *guard.conn);
     guard.active = false;
+    guard.conn.set_watching(false);
     match &result {
         Ok(_) | Err(Error::WatchAborted { .. }) | Err(Error::ExecAbort { .. }) => {}
         // EXEC ran in every case above. Otherwise (MULTI refused, say) it
@@ -267,14 +249,16 @@ struct Watching<'c, S: Read + Write> {
 impl<S: Read + Write> Watching<'_, S> {
     fn unwatch(&mut self) -> Result<()> {
         self.active = false;
-        unwatch(self.conn)
+        let result = unwatch(self.conn);
+        self.conn.set_watching(false);
+        result
     }
 }
 
 impl<S: Read + Write> Drop for Watching<'_, S> {
     fn drop(&mut self) {
         if self.active {
-            self.conn.mark_broken(if thread::panicking() {
+            self.conn.poison(if thread::panicking() {
                 "a panic in a transaction closure while keys were WATCHed".to_string()
             } else {
                 "a transaction was abandoned while keys were WATCHed".to_string()
@@ -283,34 +267,27 @@ impl<S: Read + Write> Drop for Watching<'_, S> {
     }
 }
 
-/// Sends UNWATCH; if it fails, the connection ends broken.
-fn unwatch<S: Read + Write>(conn: &mut Connection<S>) -> Result<()> {
-    let result = conn.query::<()>(["UNWATCH"]);
-    if let Err(e) = &result {
-        if !conn.is_broken() {
-            conn.mark_broken(format!("UNWATCH failed: {}", e));
-        }
+/// Sends WATCH (through the door directly: the helper keeps track of the
+/// WATCH itself, so it does not count as a hand-made session change).
+fn send_watch<S: Read + Write>(conn: &mut Connection<S>, watch: &Cmd) -> Result<()> {
+    let mut refused = None;
+    conn.request(&watch.to_bytes(), 1, Wait::Default, |_, v| {
+        refused = server_error(&v);
+        Ok(())
+    })?;
+    match refused {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
     }
-    result
 }
 
-/// EXEC's replies → `T`; a server error that is one command's whole reply
-/// gets that command's index.
-fn convert<T: FromValue>(replies: Vec<Value>) -> Result<T> {
-    let errors: Vec<(usize, ServerError)> = replies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| server_error(v).map(|e| (i, e)))
-        .collect();
-    match T::from_value(Value::Array(replies)) {
-        Err(Error::Server(mut e)) if e.index.is_none() => {
-            if let Some((i, _)) = errors.iter().find(|(_, found)| *found == *e) {
-                e.index = Some(*i);
-            }
-            Err(Error::Server(e))
-        }
-        other => other,
+/// Sends UNWATCH; if it fails, the connection ends broken.
+fn unwatch<S: Read + Write>(conn: &mut Connection<S>) -> Result<()> {
+    let result = conn.execute(["UNWATCH"]).map(drop);
+    if let Err(e) = &result {
+        conn.poison(format!("UNWATCH failed: {}", e));
     }
+    result
 }
 
 #[cfg(test)]
@@ -361,7 +338,7 @@ mod tests {
         let mut out = Vec::new();
         let mut rest = &conn.get_ref().requests[..];
         while !rest.is_empty() {
-            let (used, v) = crate::decode(rest, &crate::Limits::default())
+            let (used, v) = crate::resp::decode(rest, &crate::resp::Limits::default())
                 .unwrap()
                 .map(|(v, used)| (used, v))
                 .unwrap();

@@ -42,16 +42,17 @@ fn a_100k_load_hands_every_reply_over_with_its_index() {
     assert_eq!(size, 100_000);
     // Replies carry their own command's data.
     let mut wrong = 0;
-    conn.execute_chunked(
-        (0..100_000).map(|i| ("GET", format!("k:{}", i))),
-        &Chunking::default().max_commands(777),
-        |i, v| {
-            if v.as_bytes() != Some(i.to_string().as_bytes()) {
-                wrong += 1;
-            }
-        },
-    )
-    .unwrap();
+    let _ = conn
+        .execute_chunked(
+            (0..100_000).map(|i| ("GET", format!("k:{}", i))),
+            &Chunking::default().max_commands(777),
+            |i, v| {
+                if v.as_bytes() != Some(i.to_string().as_bytes()) {
+                    wrong += 1;
+                }
+            },
+        )
+        .unwrap();
     assert_eq!(wrong, 0);
 }
 
@@ -211,19 +212,21 @@ fn a_killed_connection_reports_how_many_commands_were_acknowledged() {
     // Every acknowledged command ran: resume from there on a new connection.
     conn.reconnect().unwrap();
     let mut missing = 0;
-    conn.execute_chunked(
-        (0..acked).map(|i| ("EXISTS", format!("r:{}", i))),
-        &Chunking::default(),
-        |_, v| missing += (v != Value::Integer(1)) as usize,
-    )
-    .unwrap();
+    let _ = conn
+        .execute_chunked(
+            (0..acked).map(|i| ("EXISTS", format!("r:{}", i))),
+            &Chunking::default(),
+            |_, v| missing += (v != Value::Integer(1)) as usize,
+        )
+        .unwrap();
     assert_eq!(missing, 0);
-    conn.execute_chunked(
-        (acked..n).map(|i| ("SET", format!("r:{}", i), i)),
-        &Chunking::default(),
-        |_, _| {},
-    )
-    .unwrap();
+    let _ = conn
+        .execute_chunked(
+            (acked..n).map(|i| ("SET", format!("r:{}", i), i)),
+            &Chunking::default(),
+            |_, _| {},
+        )
+        .unwrap();
     let size: i64 = conn.query(["DBSIZE"]).unwrap();
     assert_eq!(size, n as i64);
 }
@@ -235,19 +238,20 @@ fn the_iterator_is_pulled_at_most_two_chunks_ahead() {
     let pulled = Cell::new(0usize);
     let max = 250;
     let mut worst = 0;
-    conn.execute_chunked(
-        (0..20_000).map(|i| {
-            pulled.set(pulled.get() + 1);
-            ("SET", format!("p:{}", i), "v")
-        }),
-        &Chunking::default().max_commands(max),
-        |i, _| {
-            let ahead = pulled.get() - i;
-            worst = worst.max(ahead);
-            assert!(ahead <= 2 * max, "pulled {} ahead at {}", ahead, i);
-        },
-    )
-    .unwrap();
+    let _ = conn
+        .execute_chunked(
+            (0..20_000).map(|i| {
+                pulled.set(pulled.get() + 1);
+                ("SET", format!("p:{}", i), "v")
+            }),
+            &Chunking::default().max_commands(max),
+            |i, _| {
+                let ahead = pulled.get() - i;
+                worst = worst.max(ahead);
+                assert!(ahead <= 2 * max, "pulled {} ahead at {}", ahead, i);
+            },
+        )
+        .unwrap();
     // It does run ahead: the next chunk is written before replies are read.
     assert!(worst > max, "{}", worst);
 }
@@ -320,8 +324,8 @@ fn start_blocking_server(preload: Vec<(Vec<u8>, Vec<u8>)>) -> u16 {
         let mut pending = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let limits = respline::Limits::default();
-            let (command, used) = match respline::decode(&pending, &limits) {
+            let limits = respline::resp::Limits::default();
+            let (command, used) = match respline::resp::decode(&pending, &limits) {
                 Ok(Some(c)) => c,
                 Ok(None) => match stream.read(&mut buf) {
                     Ok(0) | Err(_) => return,
@@ -347,7 +351,7 @@ fn start_blocking_server(preload: Vec<(Vec<u8>, Vec<u8>)>) -> u16 {
                     reply.extend_from_slice(b"+OK\r\n");
                 }
                 b"GET" => match store.get(&args[1]) {
-                    Some(v) => respline::write_bulk(&mut reply, v),
+                    Some(v) => respline::resp::write_bulk(&mut reply, v),
                     None => reply.extend_from_slice(b"$-1\r\n"),
                 },
                 _ => reply.extend_from_slice(b"-ERR unknown command\r\n"),

@@ -4,7 +4,8 @@
 //! of proportion to the bytes fed; configured limits are respected exactly.
 
 use proptest::prelude::*;
-use respline::{decode, encode_value, Decoder, Limits, Protocol, ProtocolErrorKind, Value};
+use respline::resp::{decode, encode_value, Decoder, Limits, ProtocolErrorKind};
+use respline::{Protocol, Value};
 
 /// A line's text: no CR or LF (they cannot travel in a simple string).
 fn line_text() -> impl Strategy<Value = String> {
@@ -90,7 +91,7 @@ fn feed_in_pieces(
     wire: &[u8],
     sizes: &[usize],
     limits: &Limits,
-) -> Result<Vec<Value>, respline::ProtocolError> {
+) -> Result<Vec<Value>, respline::resp::ProtocolError> {
     let mut decoder = Decoder::new(limits.clone());
     let mut pending = Vec::new();
     let mut replies = Vec::new();
@@ -222,7 +223,7 @@ proptest! {
     #[test]
     fn roundtrip_whole(v in value()) {
         let wire = resp3(&v);
-        prop_assert_eq!(respline::encoded_len(&v, Protocol::Resp3), wire.len());
+        prop_assert_eq!(respline::resp::encoded_len(&v, Protocol::Resp3), wire.len());
         let (back, used) = decode(&wire, &Limits::default()).unwrap().unwrap();
         prop_assert_eq!(used, wire.len());
         prop_assert_eq!(back, v);
@@ -342,6 +343,7 @@ proptest! {
             max_bulk_len: bulk,
             max_aggregate_len: aggregate,
             max_line_len: line,
+            ..Limits::default()
         };
         let s = shape(&v);
         let fits = s.depth <= depth && s.bulk <= bulk && s.aggregate <= aggregate && s.line <= line;

@@ -3,10 +3,11 @@
 //! whole, from every strict prefix, split at every position and one byte at a
 //! time, through both `decode` and a long-lived `Decoder`.
 
-use respline::{
-    decode, encode_command, encode_value, encoded_len, write_bulk, Decoder, Limits, Protocol,
-    ProtocolError, ProtocolErrorKind, ToCommand, Value,
+use respline::resp::{
+    decode, encode_command, encode_value, encoded_len, write_bulk, Decoder, Limits, ProtocolError,
+    ProtocolErrorKind,
 };
+use respline::{Protocol, ToCommand, Value};
 
 fn bulk(b: &[u8]) -> Value {
     Value::BulkString(b.to_vec())

@@ -9,9 +9,8 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 
-use respline::{
-    cmd, Connection, Error, Pipeline, ProtocolErrorKind, ServerError, SocketHooks, Value,
-};
+use respline::resp::ProtocolErrorKind;
+use respline::{cmd, Connection, Error, Pipeline, ServerError, SocketHooks, Value};
 
 /// What the fake holds; shared between the test and the connection.
 #[derive(Default)]
@@ -30,6 +29,8 @@ struct Wire {
     /// Replies that become readable only once the next request is written,
     /// as a server's would.
     staged: Vec<u8>,
+    /// Replies for the writes after that one, one entry per write.
+    later: std::collections::VecDeque<Vec<u8>>,
 }
 
 /// A `Read + Write` fake. Clones share one `Wire`, so the test keeps a
@@ -59,6 +60,11 @@ impl Fake {
     /// Bytes that become readable when the next request is written.
     fn stage(&self, replies: &[u8]) {
         self.0.borrow_mut().staged.extend_from_slice(replies);
+    }
+
+    /// Replies for the write after the one that releases what is staged.
+    fn stage_later(&self, replies: &[u8]) {
+        self.0.borrow_mut().later.push_back(replies.to_vec());
     }
 
     /// A fake with nothing to read until the first write, which releases
@@ -123,6 +129,9 @@ impl Write for Fake {
         w.written.extend_from_slice(buf);
         let staged = std::mem::take(&mut w.staged);
         w.input.extend_from_slice(&staged);
+        if let Some(next) = w.later.pop_front() {
+            w.staged = next;
+        }
         Ok(buf.len())
     }
 
@@ -244,10 +253,13 @@ fn bytes_after_the_last_reply_are_not_taken_as_replies() {
     // The next request finds the stray reply and refuses to run, without
     // writing: `:99` is never handed to it.
     match conn.query::<Value>(["PING"]) {
-        Err(Error::Protocol(e)) => {
-            assert_eq!(e.kind(), ProtocolErrorKind::Unexpected);
-            assert!(e.found().contains("99"), "{}", e);
-        }
+        Err(Error::NotSent { source }) => match *source {
+            Error::Protocol(e) => {
+                assert_eq!(e.kind(), ProtocolErrorKind::Unexpected);
+                assert!(e.found().contains("99"), "{}", e);
+            }
+            other => panic!("expected a protocol error inside, got {:?}", other),
+        },
         other => panic!(
             "expected an unsolicited-data protocol error, got {:?}",
             other
@@ -269,7 +281,10 @@ fn bytes_left_in_the_socket_are_found_before_the_next_request() {
     assert_counting(&replies, 3);
     assert_eq!(fake.unread(), b"$5\r\nstray\r\n".len());
     match conn.query::<Value>(["PING"]) {
-        Err(Error::Protocol(e)) => assert_eq!(e.kind(), ProtocolErrorKind::Unexpected),
+        Err(Error::NotSent { source }) => match *source {
+            Error::Protocol(e) => assert_eq!(e.kind(), ProtocolErrorKind::Unexpected),
+            other => panic!("expected a protocol error inside, got {:?}", other),
+        },
         other => panic!(
             "expected an unsolicited-data protocol error, got {:?}",
             other
@@ -312,9 +327,19 @@ fn failing_middle() -> (Pipeline, &'static [u8]) {
 #[test]
 fn an_error_reply_in_the_middle_is_that_commands_reply() {
     let (pipe, canned) = failing_middle();
+    // `execute` reads every reply, then fails with the first error reply,
+    // naming its command.
     let fake = Fake::new(canned);
     let mut conn = Connection::new(fake.clone());
-    let replies = pipe.execute(&mut conn).unwrap();
+    let err = pipe.execute(&mut conn).unwrap_err();
+    let e = err.server_error().expect("a server error");
+    assert_eq!((e.index, e.code()), (Some(1), "ERR"));
+    assert_eq!(fake.unread(), 0);
+    assert_usable(&mut conn, &fake);
+    // `execute_raw` returns the error reply at its command's index.
+    let fake = Fake::new(canned);
+    let mut conn = Connection::new(fake.clone());
+    let replies = pipe.execute_raw(&mut conn).unwrap();
     assert_eq!(
         replies,
         vec![
@@ -332,7 +357,7 @@ fn results_give_the_failing_command_its_index() {
     let (pipe, canned) = failing_middle();
     let fake = Fake::new(canned);
     let mut conn = Connection::new(fake.clone());
-    let results = pipe.results(&mut conn).unwrap();
+    let results: Vec<Result<Value, ServerError>> = pipe.query(&mut conn).unwrap();
     assert_eq!(results.len(), 3);
     assert_eq!(results[0], Ok(Value::Integer(1)));
     let err = results[1].clone().unwrap_err();
@@ -418,7 +443,7 @@ fn replies_split_one_byte_per_read_decode_the_same() {
     }
     for fake in [Fake::new(&wire), Fake::one_byte(&wire)] {
         let mut conn = Connection::new(fake.clone());
-        assert_eq!(pipe.execute(&mut conn).unwrap(), expected);
+        assert_eq!(pipe.execute_raw(&mut conn).unwrap(), expected);
         assert_eq!(fake.writes(), 1);
         assert_eq!(fake.unread(), 0);
         assert_usable(&mut conn, &fake);
@@ -601,7 +626,7 @@ fn transaction_commit_gives_execs_replies() {
         b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n-ERR not an integer\r\n$1\r\nx\r\n",
     );
     let mut conn = Connection::new(fake.clone());
-    let results = transaction3().results(&mut conn).unwrap();
+    let results: Vec<Result<Value, ServerError>> = transaction3().query(&mut conn).unwrap();
     assert_eq!(results[0], Ok(Value::SimpleString("OK".into())));
     assert_eq!(results[1].as_ref().unwrap_err().index, Some(1));
     assert_eq!(results[2], Ok(Value::BulkString(b"x".to_vec())));
@@ -694,4 +719,91 @@ fn server_error_index_is_reported_in_display() {
         err.to_string(),
         "server error: command #1: ERR value is not an integer or out of range"
     );
+}
+
+/// The same three replies, as a plain pipeline's, inside a transaction's
+/// EXEC, and through the WATCH helper: every target type gets the same
+/// answer from all three.
+fn through_all_three<T: respline::FromValue>(replies: &[u8]) -> Vec<Result<T, String>> {
+    let mut outcomes = Vec::new();
+    let fake = Fake::new(replies);
+    let mut conn = Connection::new(fake.clone());
+    outcomes.push(incr_pipeline(3, false).query::<T>(&mut conn));
+    assert_usable(&mut conn, &fake);
+
+    let mut exec = b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n".to_vec();
+    exec.extend_from_slice(replies);
+    let fake = Fake::new(&exec);
+    let mut conn = Connection::new(fake.clone());
+    outcomes.push(incr_pipeline(3, true).query::<T>(&mut conn));
+    assert_usable(&mut conn, &fake);
+
+    let fake = Fake::new(b"");
+    fake.stage(b"+OK\r\n");
+    fake.stage_later(&exec);
+    let mut conn = Connection::new(fake.clone());
+    outcomes.push(respline::transaction(
+        &mut conn,
+        &["k"],
+        respline::WatchOptions::new(),
+        |_, pipe| {
+            for i in 0..3 {
+                pipe.cmd(("INCR", i));
+            }
+            Ok(())
+        },
+    ));
+    assert_usable(&mut conn, &fake);
+    outcomes
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect()
+}
+
+#[test]
+fn one_rule_for_many_replies_in_pipelines_transactions_and_watch() {
+    let failing = b":1\r\n-ERR not an integer\r\n$1\r\nx\r\n";
+    let expected = "server error: command #1: ERR not an integer";
+    // Every target but one that keeps errors fails the same way.
+    for outcome in through_all_three::<(i64, i64, String)>(failing) {
+        assert_eq!(outcome.unwrap_err(), expected);
+    }
+    for outcome in through_all_three::<Vec<Value>>(failing) {
+        assert_eq!(outcome.unwrap_err(), expected);
+    }
+    for outcome in through_all_three::<Value>(failing) {
+        assert_eq!(outcome.unwrap_err(), expected);
+    }
+    for outcome in through_all_three::<()>(failing) {
+        assert_eq!(outcome.unwrap_err(), expected);
+    }
+    // A server error wins over an earlier reply that does not fit.
+    for outcome in through_all_three::<(bool, i64, String)>(b":7\r\n-ERR no\r\n$1\r\nx\r\n") {
+        assert_eq!(outcome.unwrap_err(), "server error: command #1: ERR no");
+    }
+    // Kept as values, with their index.
+    for outcome in through_all_three::<Vec<Result<Value, ServerError>>>(failing) {
+        let results = outcome.unwrap();
+        assert_eq!(results[0], Ok(Value::Integer(1)));
+        let e = results[1].clone().unwrap_err();
+        assert_eq!((e.index, e.code()), (Some(1), "ERR"));
+    }
+    for outcome in through_all_three::<(i64, Result<i64, ServerError>, String)>(failing) {
+        let (a, b, c) = outcome.unwrap();
+        assert_eq!((a, b.unwrap_err().index, c.as_str()), (1, Some(1), "x"));
+    }
+    // A reply that does not fit names its command.
+    for outcome in through_all_three::<(i64, i64, i64)>(b":1\r\n:2\r\n$1\r\nx\r\n") {
+        assert_eq!(
+            outcome.unwrap_err(),
+            "command #2: cannot convert reply: expected i64, found bulk string \"x\""
+        );
+    }
+    // A tuple of the wrong arity says how many replies there were.
+    for outcome in through_all_three::<(i64, i64)>(b":1\r\n:2\r\n:3\r\n") {
+        assert_eq!(
+            outcome.unwrap_err(),
+            "cannot convert reply: expected 2 replies, one per element of the tuple, found 3 replies"
+        );
+    }
 }

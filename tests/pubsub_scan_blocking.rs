@@ -11,8 +11,8 @@ use std::thread;
 use std::time::Duration;
 
 use respline::{
-    cmd, ConnectOptions, Connection, Error, Message, MessageKind, Pipeline, Protocol, Subscriber,
-    Value,
+    cmd, ConnectOptions, Connection, Error, Message, MessageKind, Pipeline, Protocol, ReplyTimeout,
+    Subscriber, Value,
 };
 use support::{RedisServer, HOST};
 
@@ -374,7 +374,8 @@ fn a_broken_connection_makes_a_broken_subscriber() {
     let server = RedisServer::start();
     let mut conn = connect(&server, Protocol::Resp2);
     let err = conn
-        .query_with_timeout::<Value>(["BLPOP", "empty", "5"], Some(Duration::from_millis(100)))
+        .with_timeout(ReplyTimeout::After(Duration::from_millis(100)))
+        .query::<Value>(["BLPOP", "empty", "5"])
         .unwrap_err();
     assert!(err.is_timeout());
     let mut sub = Subscriber::new(conn);
@@ -488,21 +489,22 @@ fn blpop_longer_than_the_read_timeout_is_served_mid_block() {
     });
     let block = Duration::from_secs(10);
     let popped: Option<(String, String)> = conn
-        .blocking_query(cmd("BLPOP").arg("jobs").arg(block.as_secs()), block)
+        .with_timeout(ReplyTimeout::Block(block))
+        .query(cmd("BLPOP").arg("jobs").arg(block.as_secs()))
         .unwrap();
     assert_eq!(popped, Some(("jobs".into(), "job-1".into())));
     assert!(!conn.is_broken());
 
     // XREAD BLOCK, in milliseconds.
     let read: Vec<StreamReply> = conn
-        .blocking_query(
+        .with_timeout(ReplyTimeout::Block(block))
+        .query(
             cmd("XREAD")
                 .arg("BLOCK")
                 .arg(block.as_millis() as u64)
                 .arg("STREAMS")
                 .arg("events")
                 .arg("$"),
-            block,
         )
         .unwrap();
     helper.join().unwrap();
@@ -518,36 +520,40 @@ fn expired_block(protocol: Protocol) {
     let mut conn = connect_with(&server, protocol, Duration::from_millis(200));
     let block = Duration::from_millis(700);
     let popped: Option<(String, String)> = conn
-        .blocking_query(cmd("BLPOP").arg("empty").arg(block.as_secs_f64()), block)
+        .with_timeout(ReplyTimeout::Block(block))
+        .query(cmd("BLPOP").arg("empty").arg(block.as_secs_f64()))
         .unwrap();
     assert_eq!(popped, None);
     assert!(!conn.is_broken());
     let moved: Option<String> = conn
-        .blocking_query(
+        .with_timeout(ReplyTimeout::Block(Duration::from_millis(500)))
+        .query(
             cmd("BLMOVE")
                 .arg("empty")
                 .arg("dst")
                 .arg("LEFT")
                 .arg("RIGHT")
                 .arg(0.5),
-            Duration::from_millis(500),
         )
         .unwrap();
     assert_eq!(moved, None);
     // WAIT for a replica that does not exist: 0 after the block.
     let acked: i64 = conn
-        .blocking_query(["WAIT", "1", "400"], Duration::from_millis(400))
+        .with_timeout(ReplyTimeout::Block(Duration::from_millis(400)))
+        .query(["WAIT", "1", "400"])
         .unwrap();
     assert_eq!(acked, 0);
     // Data already there is returned at once.
     let _: i64 = conn.query(["ZADD", "z", "1.5", "a", "2", "b"]).unwrap();
     let min: Option<(String, String, f64)> = conn
-        .blocking_query(["BZPOPMIN", "z", "5"], Duration::from_secs(5))
+        .with_timeout(ReplyTimeout::Block(Duration::from_secs(5)))
+        .query(["BZPOPMIN", "z", "5"])
         .unwrap();
     assert_eq!(min, Some(("z".into(), "a".into(), 1.5)));
     let _: i64 = conn.query(["RPUSH", "l", "x", "y"]).unwrap();
     let last: Option<(String, String)> = conn
-        .blocking_query(["BRPOP", "l", "5"], Duration::from_secs(5))
+        .with_timeout(ReplyTimeout::Block(Duration::from_secs(5)))
+        .query(["BRPOP", "l", "5"])
         .unwrap();
     assert_eq!(last, Some(("l".into(), "y".into())));
     let pong: String = conn.query(["PING"]).unwrap();
@@ -565,7 +571,7 @@ fn an_expired_block_returns_none_without_breaking_resp3() {
 }
 
 /// The control: the same BLPOP through `query` hits the read timeout and
-/// breaks the connection, which is why `blocking_query` exists.
+/// breaks the connection, which is why `with_timeout(ReplyTimeout::Block(..))` exists.
 #[test]
 fn a_plain_query_of_a_long_block_times_out() {
     let server = RedisServer::start();

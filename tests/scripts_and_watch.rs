@@ -10,8 +10,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use respline::{
-    cmd, transaction, ConnectOptions, Connection, Error, Pipeline, Protocol, Script, Value,
-    WatchOptions,
+    cmd, transaction, ConnectOptions, Connection, Error, Pipeline, Protocol, Script, ServerError,
+    Value, WatchOptions,
 };
 use support::RedisServer;
 
@@ -203,7 +203,7 @@ fn pipeline_after_script_flush_has_no_noscript() {
     let mut pipe = Pipeline::new();
     pipe.cmd(["PING"]);
     let i = script.key("counter").arg(1).add_evalsha_to(&mut pipe);
-    let results = pipe.results(&mut conn).unwrap();
+    let results: Vec<Result<Value, ServerError>> = pipe.query(&mut conn).unwrap();
     let err = results[i].as_ref().unwrap_err();
     assert_eq!((err.code(), err.index), ("NOSCRIPT", Some(1)));
     let total: i64 = conn.query(["GET", "counter"]).unwrap();
@@ -225,9 +225,13 @@ fn script_errors_surface_as_server_errors() {
         }
         assert!(!conn.is_broken());
     }
-    // Asked for a raw Value, the error reply stays a value.
-    let v: Value = bad.invoke(&mut conn).unwrap();
-    assert_eq!(v, Value::Error("MY bad".into()));
+    // Even as a Value, an error reply is an error...
+    let err = bad.invoke::<Value, _>(&mut conn).unwrap_err();
+    assert_eq!(err.server_error().map(|e| e.code()), Some("MY"));
+    // ...unless asked for as a Result: then it stays a value.
+    let v: Result<Value, ServerError> = bad.invoke(&mut conn).unwrap();
+    let e = v.unwrap_err();
+    assert_eq!((e.code(), e.message()), ("MY", "bad"));
 
     // A failing redis.call keeps its code.
     let () = conn.query(["SET", "s", "text"]).unwrap();

@@ -9,9 +9,16 @@ use std::thread;
 use std::time::Duration;
 
 use respline::{
-    cmd, ConnectOptions, Connection, Error, FromValue, Pipeline, Protocol, ToCommand, Value,
+    cmd, ConnectOptions, Connection, Error, FromValue, Pipeline, Protocol, ReplyTimeout,
+    ServerError, ToCommand, Value,
 };
 use support::RedisServer;
+
+#[path = "support/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
 
 const PROTOCOLS: [Protocol; 2] = [Protocol::Resp2, Protocol::Resp3];
 
@@ -38,6 +45,32 @@ fn ping(conn: &mut Connection) {
     assert!(!conn.is_broken());
     let pong: String = ok(conn, ["PING"]);
     assert_eq!(pong, "PONG");
+}
+
+/// A connect that fails at a handshake step with the server's `code`; the
+/// message names the step.
+fn expect_handshake_error(result: respline::Result<impl std::fmt::Debug>, step: &str, code: &str) {
+    match result {
+        Err(e @ Error::Handshake { .. }) => {
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("connection handshake failed at {}: ", step)),
+                "{}",
+                e
+            );
+            assert_eq!(e.server_error().map(|s| s.code()), Some(code), "{}", e);
+            assert!(!e.may_have_reached_server());
+        }
+        other => panic!("expected a {} error at {}, got {:?}", code, step, other),
+    }
+}
+
+/// The handshake step that authenticates: HELLO under RESP3, AUTH under RESP2.
+fn auth_step(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Resp3 => "HELLO",
+        Protocol::Resp2 => "AUTH",
+    }
 }
 
 fn expect_server_error(result: respline::Result<impl std::fmt::Debug>, code: &str) {
@@ -353,13 +386,17 @@ fn large_values_round_trip_and_the_buffer_shrinks_back() {
         let value = patterned(len);
         let _: () = ok(&mut conn, cmd("SET").arg("big").arg(&value[..]));
         assert_eq!(ok::<usize>(&mut conn, ["STRLEN", "big"]), len);
+        let before = alloc::live();
         let got: Vec<u8> = ok(&mut conn, ["GET", "big"]);
         assert!(got == value, "the {} byte value came back different", len);
         drop(got);
+        // What the connection holds after the reply: the read buffer is
+        // back under 2 MiB (the value itself was dropped).
+        let kept = alloc::live() - before;
         assert!(
-            conn.buffer_capacity() < 2 << 20,
-            "the read buffer kept {} bytes after a {} byte reply",
-            conn.buffer_capacity(),
+            kept < 2 << 20,
+            "the connection kept {} more bytes after a {} byte reply",
+            kept,
             len
         );
         ping(&mut conn);
@@ -411,7 +448,7 @@ fn a_failing_command_in_the_middle_of_a_pipeline() {
         .cmd(["INCR", "s"])
         .cmd(["APPEND", "s", "!"])
         .cmd(["GET", "s"]);
-    let replies = pipe.execute(&mut conn).unwrap();
+    let replies = pipe.execute_raw(&mut conn).unwrap();
     assert_eq!(replies[0], Value::SimpleString("OK".into()));
     assert!(
         matches!(&replies[1], Value::Error(e) if e.starts_with("ERR ")),
@@ -422,7 +459,7 @@ fn a_failing_command_in_the_middle_of_a_pipeline() {
     assert_eq!(replies[3], Value::BulkString(b"hello!".to_vec()));
     ping(&mut conn);
 
-    let results = pipe.results(&mut conn).unwrap();
+    let results: Vec<Result<Value, ServerError>> = pipe.query(&mut conn).unwrap();
     assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
     let err = results[1].as_ref().unwrap_err();
     assert_eq!((err.index, err.code()), (Some(1), "ERR"));
@@ -454,7 +491,7 @@ fn transactions_commit() {
         tx.cmd(["SET", "b", "x"])
             .cmd(["INCR", "b"])
             .cmd(["GET", "b"]);
-        let results = tx.results(&mut conn).unwrap();
+        let results: Vec<Result<Value, ServerError>> = tx.query(&mut conn).unwrap();
         assert!(results[0].is_ok());
         assert_eq!(results[1].as_ref().unwrap_err().index, Some(1));
         assert_eq!(results[2], Ok(Value::BulkString(b"x".to_vec())));
@@ -525,9 +562,13 @@ fn auth_with_an_acl_user() {
         assert_eq!(ok::<String>(&mut conn, ["ACL", "WHOAMI"]), "alice");
         ping(&mut conn);
         let bad = tcp(&server).protocol(protocol).auth(Some("alice"), "wrong");
-        expect_server_error(Connection::connect(&bad), "WRONGPASS");
+        expect_handshake_error(Connection::connect(&bad), auth_step(protocol), "WRONGPASS");
         let nobody = tcp(&server).protocol(protocol).auth(Some("bob"), "s3cret");
-        expect_server_error(Connection::connect(&nobody), "WRONGPASS");
+        expect_handshake_error(
+            Connection::connect(&nobody),
+            auth_step(protocol),
+            "WRONGPASS",
+        );
     }
 }
 
@@ -540,7 +581,7 @@ fn auth_with_requirepass_for_the_default_user() {
         assert_eq!(ok::<String>(&mut conn, ["ACL", "WHOAMI"]), "default");
         ping(&mut conn);
         let bad = tcp(&server).protocol(protocol).auth(None, "wrong");
-        expect_server_error(Connection::connect(&bad), "WRONGPASS");
+        expect_handshake_error(Connection::connect(&bad), auth_step(protocol), "WRONGPASS");
     }
     // Without a password, the connection opens (RESP2 sends nothing) but
     // every command is refused.
@@ -548,8 +589,9 @@ fn auth_with_requirepass_for_the_default_user() {
     expect_server_error(conn.query::<String>(["PING"]), "NOAUTH");
     assert!(!conn.is_broken());
     // RESP3's HELLO is refused at once.
-    expect_server_error(
+    expect_handshake_error(
         Connection::connect(&tcp(&server).protocol(Protocol::Resp3)),
+        "HELLO",
         "NOAUTH",
     );
 }
@@ -570,8 +612,8 @@ fn select_a_database_on_connect() {
         assert!(info.contains(" db=2 "), "{}", info);
         let _: () = ok(&mut db2, ["FLUSHDB"]);
     }
-    // An invalid db fails the handshake with the server's error.
-    expect_server_error(Connection::connect(&tcp(&server).db(99)), "ERR");
+    // An invalid db fails the handshake at SELECT with the server's error.
+    expect_handshake_error(Connection::connect(&tcp(&server).db(99)), "SELECT", "ERR");
 }
 
 #[test]
@@ -652,7 +694,8 @@ fn a_read_timeout_breaks_the_connection_until_reconnect() {
     // The server is still asleep: wait for this reply past the read timeout.
     // It must be PONG, not the old connection's late OK.
     let pong: String = conn
-        .query_with_timeout(["PING"], Some(Duration::from_secs(10)))
+        .with_timeout(ReplyTimeout::After(Duration::from_secs(10)))
+        .query(["PING"])
         .unwrap();
     assert_eq!(pong, "PONG");
     ping(&mut conn);
@@ -663,7 +706,8 @@ fn blocking_command_with_no_reply_timeout_does_not_break() {
     let server = RedisServer::start();
     let mut conn = connect(&tcp(&server).read_timeout(Some(Duration::from_millis(200))));
     let popped: Option<(String, String)> = conn
-        .query_with_timeout(["BLPOP", "empty", "1"], None)
+        .with_timeout(ReplyTimeout::Never)
+        .query(["BLPOP", "empty", "1"])
         .unwrap();
     assert_eq!(popped, None);
     assert!(!conn.is_broken());
@@ -671,7 +715,8 @@ fn blocking_command_with_no_reply_timeout_does_not_break() {
     // With an element waiting, the reply comes at once.
     let _: () = ok(&mut conn, ["RPUSH", "full", "x"]);
     let popped: Option<(String, String)> = conn
-        .query_with_timeout(["BLPOP", "full", "1"], Some(Duration::from_secs(10)))
+        .with_timeout(ReplyTimeout::After(Duration::from_secs(10)))
+        .query(["BLPOP", "full", "1"])
         .unwrap();
     assert_eq!(popped, Some(("full".into(), "x".into())));
     ping(&mut conn);
@@ -743,8 +788,10 @@ fn core_subset(conn: &mut Connection) {
     let (first, len): (String, i64) = tx.query(conn).unwrap();
     assert_eq!((first.as_str(), len), ("0", 499));
     expect_server_error(conn.query::<i64>(["INCR", "l"]), "WRONGTYPE");
-    let popped: Option<(String, String)> =
-        conn.query_with_timeout(["BLPOP", "l", "0"], None).unwrap();
+    let popped: Option<(String, String)> = conn
+        .with_timeout(ReplyTimeout::Never)
+        .query(["BLPOP", "l", "0"])
+        .unwrap();
     assert_eq!(popped, Some(("l".into(), "1".into())));
     ping(conn);
 }
@@ -834,8 +881,9 @@ fn open_from_urls() {
     assert_eq!(ok::<String>(&mut conn, ["ACL", "WHOAMI"]), "bob");
     assert_eq!(ok::<String>(&mut conn, ["CLIENT", "GETNAME"]), "from-url");
     // A wrong password is the server's WRONGPASS.
-    expect_server_error(
+    expect_handshake_error(
         Connection::open(&format!("redis://alice:nope@127.0.0.1:{}", port)),
+        "AUTH",
         "WRONGPASS",
     );
 }

@@ -14,7 +14,8 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use respline::{ConnectOptions, Limits};
+use respline::resp::Limits;
+use respline::ConnectOptions;
 
 /// The longest any one step of the peer waits.
 const STEP_LIMIT: Duration = Duration::from_secs(10);
@@ -146,7 +147,7 @@ fn play(mut stream: TcpStream, script: Vec<Step>) -> PeerLog {
                             log.read.push(byte[0]);
                             pending.push(byte[0]);
                             if let Ok(Some((_, used))) =
-                                respline::decode(&pending, &Limits::default())
+                                respline::resp::decode(&pending, &Limits::default())
                             {
                                 pending.drain(..used);
                                 got += 1;
@@ -232,7 +233,7 @@ fn play(mut stream: TcpStream, script: Vec<Step>) -> PeerLog {
 
 /// Counts the whole commands among bytes read in bulk.
 fn finish_log(mut log: PeerLog, pending: &mut Vec<u8>) -> PeerLog {
-    while let Ok(Some((_, used))) = respline::decode(pending, &Limits::default()) {
+    while let Ok(Some((_, used))) = respline::resp::decode(pending, &Limits::default()) {
         pending.drain(..used);
         log.commands += 1;
     }

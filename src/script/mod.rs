@@ -6,15 +6,17 @@
 //! restart, a failover, `SCRIPT FLUSH`). A `NOSCRIPT` reply means nothing ran,
 //! so loading the script and sending the `EVALSHA` again cannot run it twice.
 
+mod sha1;
+
 use std::io::{Read, Write};
 
-use crate::cmd::{ToArg, ToCommand};
+use crate::cmd::{write_arg, ToArg, ToCommand};
 use crate::connection::{Connection, Wait};
 use crate::convert::{server_error, FromValue};
-use crate::error::{Error, ProtocolError, ProtocolErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
-use crate::sha1::sha1_hex;
-use crate::value::Value;
+use crate::resp::{ProtocolError, ProtocolErrorKind, Value};
+use sha1::sha1_hex;
 
 /// A Lua script and its SHA-1, the name Redis knows it by.
 ///
@@ -98,8 +100,14 @@ impl Script {
     /// protocol error, it breaks the connection: whatever answers is not
     /// behaving as Redis does.
     pub fn load<S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<()> {
-        let sha: String = conn.query(["SCRIPT", "LOAD", self.source.as_str()])?;
-        self.check_sha(conn, &sha)
+        let mut load = Vec::new();
+        ["SCRIPT", "LOAD", self.source.as_str()].write_command(&mut load);
+        let mut loaded = Ok(());
+        conn.request(&load, 1, Wait::Default, |_, v| {
+            loaded = self.check_loaded(v);
+            protocol_only(&loaded)
+        })?;
+        loaded
     }
 
     /// Queues `SCRIPT LOAD <source>` in `pipe` and returns the index of its
@@ -112,13 +120,17 @@ impl Script {
 
     /// Checks the SHA that `SCRIPT LOAD` returned; a different one breaks
     /// the connection.
-    fn check_sha<S: Read + Write>(&self, conn: &mut Connection<S>, sha: &str) -> Result<()> {
+    /// Checks SCRIPT LOAD's reply: the script's SHA-1, or the server's
+    /// error (a script that does not compile). Any other SHA-1 means the
+    /// reply belongs to something else: a protocol error, which breaks the
+    /// connection.
+    fn check_loaded(&self, reply: Value) -> Result<()> {
+        let sha = String::from_reply(reply, None)?;
         if sha == self.sha {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(self.sha_mismatch(&sha))
         }
-        let err = self.sha_mismatch(sha);
-        conn.mark_broken(err.to_string());
-        Err(err)
     }
 
     fn sha_mismatch(&self, sha: &str) -> Error {
@@ -167,14 +179,14 @@ impl<'a> ScriptInvocation<'a> {
 
     /// Adds a key through a mutable reference, for loops.
     pub fn push_key<A: ToArg>(&mut self, key: A) -> &mut ScriptInvocation<'a> {
-        key.write_arg(&mut self.keys);
+        write_arg(&key, &mut self.keys);
         self.key_count += 1;
         self
     }
 
     /// Adds an argument through a mutable reference, for loops.
     pub fn push_arg<A: ToArg>(&mut self, arg: A) -> &mut ScriptInvocation<'a> {
-        arg.write_arg(&mut self.args);
+        write_arg(&arg, &mut self.args);
         self.arg_count += 1;
         self
     }
@@ -203,40 +215,17 @@ impl<'a> ScriptInvocation<'a> {
     /// code is `NOSCRIPT`, or it would be run a second time.
     ///
     /// ```
-    /// # use std::collections::VecDeque;
-    /// # use std::io::{Read, Write};
-    /// # // Each request written releases the next canned reply.
-    /// # struct Fake { canned: VecDeque<Vec<u8>>, out: Vec<u8>, writes: Vec<Vec<u8>> }
-    /// # impl Read for Fake {
-    /// #     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-    /// #         let n = self.out.len().min(b.len());
-    /// #         b[..n].copy_from_slice(&self.out[..n]);
-    /// #         self.out.drain(..n);
-    /// #         Ok(n)
-    /// #     }
-    /// # }
-    /// # impl Write for Fake {
-    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-    /// #         self.writes.push(b.to_vec());
-    /// #         let next = self.canned.pop_front().unwrap_or_default();
-    /// #         self.out.extend_from_slice(&next);
-    /// #         Ok(b.len())
-    /// #     }
-    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-    /// # }
+    /// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
     /// use respline::{Connection, Script};
     ///
     /// let script = Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
     /// // The server does not know the script yet: NOSCRIPT; then the SHA and the result.
-    /// let canned = VecDeque::from(vec![
-    ///     b"-NOSCRIPT No matching script.\r\n".to_vec(),
-    ///     format!("$40\r\n{}\r\n:5\r\n", script.sha()).into_bytes(),
-    /// ]);
-    /// let mut conn = Connection::new(Fake { canned, out: vec![], writes: vec![] });
+    /// let loaded = format!("$40\r\n{}\r\n:5\r\n", script.sha());
+    /// let mut conn = Connection::new(FakeServer::replying(&[b"-NOSCRIPT No matching script.\r\n", loaded.as_bytes()]));
     ///
     /// let n: i64 = script.key("counter").arg(5).invoke(&mut conn)?;
     /// assert_eq!(n, 5);
-    /// let writes = &conn.get_ref().writes;
+    /// let writes = conn.get_ref().written();
     /// assert_eq!(writes.len(), 2); // EVALSHA, then SCRIPT LOAD + EVALSHA in one write
     /// assert!(writes[0].starts_with(b"*5\r\n$7\r\nEVALSHA\r\n$40\r\n"));
     /// assert!(writes[1].starts_with(b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n"));
@@ -248,27 +237,26 @@ impl<'a> ScriptInvocation<'a> {
         self.write_evalsha(&mut evalsha);
         let reply = only_reply(conn, &evalsha)?;
         if !is_noscript(&reply) {
-            return T::from_value(reply);
+            return T::from_reply(reply, None);
         }
         // NOSCRIPT: nothing ran. Load and run in one write, one round trip.
         let mut both = Vec::with_capacity(self.script.source.len() + evalsha.len() + 64);
         ["SCRIPT", "LOAD", self.script.source.as_str()].write_command(&mut both);
         both.extend_from_slice(&evalsha);
-        let mut loaded = Value::Nil;
+        let mut loaded = Ok(());
         let mut result = Value::Nil;
         conn.request(&both, 2, Wait::Default, |i, v| {
             if i == 0 {
-                loaded = v;
-            } else {
-                result = v;
+                loaded = self.script.check_loaded(v);
+                return protocol_only(&loaded);
             }
+            result = v;
             Ok(())
         })?;
         // A script that does not compile fails SCRIPT LOAD, and then EVALSHA
         // with NOSCRIPT: the load error is the one that explains.
-        let sha = String::from_value(loaded)?;
-        self.script.check_sha(conn, &sha)?;
-        T::from_value(result)
+        loaded?;
+        T::from_reply(result, None)
     }
 
     /// Queues `SCRIPT LOAD <source>` and then this `EVALSHA` in `pipe`, and
@@ -288,18 +276,12 @@ impl<'a> ScriptInvocation<'a> {
     /// [`add_evalsha_to`](ScriptInvocation::add_evalsha_to).
     ///
     /// ```
-    /// # use std::io::{Cursor, Read, Write};
-    /// # struct Fake { replies: Cursor<Vec<u8>>, writes: usize }
-    /// # impl Read for Fake { fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> { self.replies.read(b) } }
-    /// # impl Write for Fake {
-    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.writes += 1; Ok(b.len()) }
-    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
-    /// # }
+    /// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
     /// use respline::{Connection, Pipeline, Script, Value};
     ///
     /// let script = Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
     /// # let canned = format!("+OK\r\n$40\r\n{}\r\n:15\r\n$2\r\n15\r\n", script.sha());
-    /// # let mut conn = Connection::new(Fake { replies: Cursor::new(canned.into_bytes()), writes: 0 });
+    /// # let mut conn = Connection::new(FakeServer::replying(&[canned.as_bytes()]));
     /// let mut pipe = Pipeline::new();
     /// pipe.cmd(["SET", "counter", "10"]);                    // reply 0
     /// let i = script.key("counter").arg(5).add_to(&mut pipe); // reply 1: SHA, reply 2: script
@@ -313,10 +295,10 @@ impl<'a> ScriptInvocation<'a> {
     ///
     /// // Or convert them all at once, one tuple element per reply:
     /// # let canned = format!("+OK\r\n$40\r\n{}\r\n:20\r\n$2\r\n20\r\n", script.sha());
-    /// # let mut conn = Connection::new(Fake { replies: Cursor::new(canned.into_bytes()), writes: 0 });
+    /// # let mut conn = Connection::new(FakeServer::replying(&[canned.as_bytes()]));
     /// let ((), _sha, n, s): ((), String, i64, String) = pipe.query(&mut conn)?;
     /// assert_eq!((n, s.as_str()), (20, "20"));
-    /// assert_eq!(conn.get_ref().writes, 1);
+    /// assert_eq!(conn.get_ref().writes(), 1);
     /// # Ok::<(), respline::Error>(())
     /// ```
     pub fn add_to(&self, pipe: &mut Pipeline) -> usize {
@@ -337,10 +319,10 @@ impl<'a> ScriptInvocation<'a> {
 
     /// Appends `EVALSHA <sha> <numkeys> <keys...> <args...>`.
     fn write_evalsha(&self, out: &mut Vec<u8>) {
-        crate::encode::write_header(out, b'*', 3 + self.key_count + self.arg_count);
-        "EVALSHA".write_arg(out);
-        self.script.sha.write_arg(out);
-        self.key_count.write_arg(out);
+        crate::resp::write_header(out, b'*', 3 + self.key_count + self.arg_count);
+        write_arg("EVALSHA", out);
+        write_arg(&self.script.sha, out);
+        write_arg(&self.key_count, out);
         out.extend_from_slice(&self.keys);
         out.extend_from_slice(&self.args);
     }
@@ -348,6 +330,8 @@ impl<'a> ScriptInvocation<'a> {
 
 /// The `EVALSHA` command of an invocation, for [`Pipeline::cmd`].
 struct Evalsha<'i, 's>(&'i ScriptInvocation<'s>);
+
+impl crate::cmd::sealed::Sealed for Evalsha<'_, '_> {}
 
 impl ToCommand for Evalsha<'_, '_> {
     fn write_command(&self, out: &mut Vec<u8>) {
@@ -363,6 +347,15 @@ fn only_reply<S: Read + Write>(conn: &mut Connection<S>, bytes: &[u8]) -> Result
         Ok(())
     })?;
     Ok(reply)
+}
+
+/// A protocol error found in a reply is passed on to the door, which breaks
+/// the connection; any other outcome is the caller's to report.
+fn protocol_only(outcome: &Result<()>) -> Result<()> {
+    match outcome {
+        Err(Error::Protocol(e)) => Err(Error::Protocol(e.clone())),
+        _ => Ok(()),
+    }
 }
 
 fn is_noscript(reply: &Value) -> bool {

@@ -25,8 +25,9 @@
 
 use std::borrow::Cow;
 
-use crate::error::{ProtocolError, ProtocolErrorKind};
-use crate::value::Value;
+use super::error::{ProtocolError, ProtocolErrorKind};
+use super::number::{self, Form, Int};
+use super::value::Value;
 
 /// Limits on what a reply may contain. Breaking one is a protocol error of
 /// kind [`LimitExceeded`](ProtocolErrorKind::LimitExceeded), and the
@@ -36,11 +37,12 @@ use crate::value::Value;
 /// bytes arrive.
 ///
 /// ```
-/// let limits = respline::Limits::default();
+/// let limits = respline::resp::Limits::default();
 /// assert_eq!(limits.max_depth, 1024);
 /// assert_eq!(limits.max_bulk_len, 512 * 1024 * 1024);
 /// assert_eq!(limits.max_aggregate_len, u32::MAX as usize);
 /// assert_eq!(limits.max_line_len, 1024 * 1024);
+/// assert_eq!(limits.max_queued_pushes, 100_000);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -60,6 +62,11 @@ pub struct Limits {
     /// numbers), in bytes. Defaults to 1 MiB. Length and integer lines are
     /// always limited to 20 characters, the longest i64.
     pub max_line_len: usize,
+    /// The most RESP3 pushes (or, on a [`Subscriber`](crate::Subscriber),
+    /// messages) a connection keeps while nobody takes them. One more breaks
+    /// the connection with a limit error rather than grow memory without
+    /// bound. Defaults to 100,000. The decoder itself does not use it.
+    pub max_queued_pushes: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +76,7 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_aggregate_len: u32::MAX as usize,
             max_line_len: 1024 * 1024,
+            max_queued_pushes: 100_000,
         }
     }
 }
@@ -81,7 +89,8 @@ impl Default for Limits {
 /// not rescan what it has already seen.
 ///
 /// ```
-/// use respline::{decode, Limits, Value};
+/// use respline::resp::{decode, Limits};
+/// use respline::Value;
 ///
 /// let limits = Limits::default();
 /// let wire = b"*2\r\n$3\r\nfoo\r\n:42\r\n+OK\r\n";
@@ -107,7 +116,8 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Value, usize)>, Pro
 /// bytes appended).
 ///
 /// ```
-/// use respline::{Decoder, Limits, Value};
+/// use respline::resp::{Decoder, Limits};
+/// use respline::Value;
 ///
 /// let mut decoder = Decoder::new(Limits::default());
 /// let mut pending: Vec<u8> = Vec::new();
@@ -200,11 +210,14 @@ fn quick_scalar(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
         }
         b':' => {
             let cr = short_line(rest, MAX_NUMBER_LEN)?;
-            Some((Value::Integer(parse_i64(&rest[1..cr])?), cr + 2))
+            Some((
+                Value::Integer(number::parse_i64(&rest[1..cr], Form::Signed)?),
+                cr + 2,
+            ))
         }
         b'$' => {
             let cr = short_line(rest, MAX_NUMBER_LEN)?;
-            let len = parse_digits(&rest[1..cr])?;
+            let len = number::parse_u64(&rest[1..cr])?;
             if len > limits.max_bulk_len as u64 {
                 return None;
             }
@@ -265,7 +278,7 @@ impl Decoder {
     /// check nothing is allocated ahead of the bytes that justify it.
     ///
     /// ```
-    /// use respline::{Decoder, Limits};
+    /// use respline::resp::{Decoder, Limits};
     ///
     /// let mut decoder = Decoder::new(Limits::default());
     /// // A peer announcing four billion elements costs nothing yet.
@@ -635,7 +648,7 @@ impl Decoder {
                     Some(end) => end,
                     None => return Ok(None),
                 };
-                match parse_i64(&rest[1..end]) {
+                match number::parse_i64(&rest[1..end], Form::Signed) {
                     Some(i) => Ok(Some((Token::Value(Value::Integer(i)), end + 2))),
                     None => Err(malformed(
                         1,
@@ -905,10 +918,10 @@ impl Decoder {
 
     /// A length: digits only, at most `max`.
     fn length(&self, text: &[u8], max: usize, what: &'static str) -> Result<usize, ProtocolError> {
-        let n = match parse_digits(text) {
+        let n = match number::parse_u64(text) {
             Some(n) => n,
             // All digits, but past u64: over any limit, not malformed.
-            None if !text.is_empty() && text.iter().all(u8::is_ascii_digit) => {
+            None if Int::is_digit_string(text) => {
                 return Err(limit(1, what, max, String::from_utf8_lossy(text)))
             }
             None => {
@@ -966,40 +979,6 @@ fn simple_string(text: &[u8]) -> Cow<'static, str> {
         b"PONG" => Cow::Borrowed("PONG"),
         b"QUEUED" => Cow::Borrowed("QUEUED"),
         _ => Cow::Owned(String::from_utf8_lossy(text).into_owned()),
-    }
-}
-
-/// Unsigned decimal digits, overflow-checked; no sign, no space, not empty.
-fn parse_digits(text: &[u8]) -> Option<u64> {
-    if text.is_empty() {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &b in text {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(n)
-}
-
-/// A strict i64: an optional `+` or `-`, then digits, in range.
-pub(crate) fn parse_i64(text: &[u8]) -> Option<i64> {
-    let (negative, digits) = match text.first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    let magnitude = parse_digits(digits)?;
-    if negative {
-        if magnitude == 1 << 63 {
-            Some(i64::MIN)
-        } else {
-            i64::try_from(magnitude).ok().map(|m| -m)
-        }
-    } else {
-        i64::try_from(magnitude).ok()
     }
 }
 
@@ -1066,7 +1045,7 @@ fn is_big_number(text: &[u8]) -> bool {
         Some(b'-') | Some(b'+') => &text[1..],
         _ => text,
     };
-    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+    Int::is_digit_string(digits)
 }
 
 fn malformed(
@@ -1119,7 +1098,7 @@ fn describe_byte(b: u8) -> String {
 /// Bytes as a short quoted string for an error message.
 fn quote(bytes: &[u8]) -> String {
     let mut s = String::new();
-    let _ = crate::value::write_quoted(&mut s, bytes);
+    let _ = super::value::write_quoted(&mut s, bytes);
     s
 }
 
@@ -1135,6 +1114,7 @@ mod tests {
 
     #[test]
     fn numbers_are_strict() {
+        let parse_i64 = |t: &[u8]| number::parse_i64(t, Form::Signed);
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
         assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_i64(b"9223372036854775808"), None);

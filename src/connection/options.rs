@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::decode::Limits;
-use crate::encode::Protocol;
+use std::fmt;
+
+use crate::resp::{Limits, Protocol};
 
 /// Where a server listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +71,18 @@ pub struct ConnectOptions {
     /// The longest a request's write may take, as a deadline. `None` (the
     /// default) waits for ever.
     pub write_timeout: Option<Duration>,
-    /// Limits on what a reply may contain.
+    /// Limits on what a reply may contain, and on how many RESP3 pushes
+    /// wait to be taken.
     pub limits: Limits,
+    /// Whether a request that provably never left the client (the
+    /// connection was found closed by the server, or holding bytes nobody
+    /// asked for, before anything was written) is sent on a fresh
+    /// connection made from these options. Defaults to `true`. Nothing that
+    /// may have reached the server is ever sent twice, and a connection whose
+    /// session no longer matches these options (after a `SELECT`, `AUTH`,
+    /// `CLIENT`, `HELLO`, `MULTI`, `WATCH`, `SUBSCRIBE`... sent by hand, or
+    /// inside a WATCH transaction) is never silently replaced.
+    pub retry_unsent: bool,
 }
 
 impl ConnectOptions {
@@ -100,6 +111,7 @@ impl ConnectOptions {
             read_timeout: None,
             write_timeout: None,
             limits: Limits::default(),
+            retry_unsent: true,
         }
     }
 
@@ -150,5 +162,23 @@ impl ConnectOptions {
     pub fn limits(mut self, limits: Limits) -> ConnectOptions {
         self.limits = limits;
         self
+    }
+
+    /// Sets whether a request that was provably never sent is retried once
+    /// on a fresh connection (see [`retry_unsent`](Self::retry_unsent)).
+    pub fn retry_unsent(mut self, retry: bool) -> ConnectOptions {
+        self.retry_unsent = retry;
+        self
+    }
+}
+
+/// `host:port` (IPv6 hosts in brackets), or the socket path.
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Tcp { host, port } if host.contains(':') => write!(f, "[{}]:{}", host, port),
+            Addr::Tcp { host, port } => write!(f, "{}:{}", host, port),
+            Addr::Unix(path) => write!(f, "{}", path.display()),
+        }
     }
 }

@@ -10,13 +10,20 @@ use std::fmt;
 /// `Err(Error::Server)` only when a [`FromValue`](crate::FromValue) conversion
 /// meets them.
 ///
+/// `Display` is short, for messages (long strings and aggregates are cut);
+/// `Debug` shows everything, with bulk strings as text, escaped, as
+/// redis-cli shows them (bytes that are not UTF-8 as `\xNN`).
+///
 /// ```
 /// use respline::Value;
 ///
 /// let reply = Value::Array(vec![Value::Integer(1), Value::BulkString(b"two".to_vec())]);
 /// assert_eq!(reply.to_string(), "[1, \"two\"]");
+/// assert_eq!(format!("{:?}", reply), "Array([Integer(1), BulkString(\"two\")])");
+/// assert_eq!(format!("{:?}", Value::BulkString(b"caf\xc3\xa9 \xff\n".to_vec())), "BulkString(\"café \\xff\\n\")");
+/// assert_eq!(Value::BulkString(b"Alice".to_vec()).as_bytes(), Some(&b"Alice"[..]));
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Value {
     /// Null: RESP2 `$-1` and `*-1`, and RESP3 `_`, are all this one value.
     Nil,
@@ -182,6 +189,70 @@ const DISPLAY_BYTES: usize = 64;
 /// At most this many elements of an aggregate are shown by `Display`.
 const DISPLAY_ITEMS: usize = 16;
 
+/// Bytes shown as text for `Debug`: UTF-8 as escaped characters, any other
+/// byte as `\xNN`, in double quotes.
+struct Text<'a>(&'a [u8]);
+
+impl fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        f.write_char('"')?;
+        let mut rest = self.0;
+        while !rest.is_empty() {
+            let (valid, bad) = match std::str::from_utf8(rest) {
+                Ok(text) => (text, 0),
+                Err(e) => {
+                    let (good, after) = rest.split_at(e.valid_up_to());
+                    let bad = e.error_len().unwrap_or(after.len());
+                    (std::str::from_utf8(good).unwrap_or_default(), bad)
+                }
+            };
+            for c in valid.chars() {
+                match c {
+                    '\'' => f.write_char(c)?,
+                    _ => write!(f, "{}", c.escape_debug())?,
+                }
+            }
+            let after = &rest[valid.len()..];
+            for b in &after[..bad] {
+                write!(f, "\\x{:02x}", b)?;
+            }
+            rest = &after[bad..];
+        }
+        f.write_char('"')
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Nil => f.write_str("Nil"),
+            Value::SimpleString(s) => f.debug_tuple("SimpleString").field(s).finish(),
+            Value::Error(e) => f.debug_tuple("Error").field(e).finish(),
+            Value::Integer(i) => f.debug_tuple("Integer").field(i).finish(),
+            Value::BulkString(b) => f.debug_tuple("BulkString").field(&Text(b)).finish(),
+            Value::Array(v) => f.debug_tuple("Array").field(v).finish(),
+            Value::Double(d) => f.debug_tuple("Double").field(d).finish(),
+            Value::Boolean(b) => f.debug_tuple("Boolean").field(b).finish(),
+            Value::BigNumber(n) => f.debug_tuple("BigNumber").field(n).finish(),
+            Value::BlobError(b) => f.debug_tuple("BlobError").field(&Text(b)).finish(),
+            Value::Verbatim { format, text } => f
+                .debug_struct("Verbatim")
+                .field("format", &Text(format))
+                .field("text", &Text(text))
+                .finish(),
+            Value::Map(pairs) => f.debug_tuple("Map").field(pairs).finish(),
+            Value::Set(v) => f.debug_tuple("Set").field(v).finish(),
+            Value::Push(v) => f.debug_tuple("Push").field(v).finish(),
+            Value::Attribute { attributes, value } => f
+                .debug_struct("Attribute")
+                .field("attributes", attributes)
+                .field("value", value)
+                .finish(),
+        }
+    }
+}
+
 /// A short, human-readable rendering: strings quoted and escaped, long
 /// strings and aggregates cut with `...`, attributes shown as `|attrs| value`.
 impl fmt::Display for Value {
@@ -282,6 +353,30 @@ mod tests {
         assert_eq!(v.to_string(), "[\"a\\r\\n\\x00\", nil, -0.0]");
         let long = Value::BulkString(vec![b'x'; 100]);
         assert!(long.to_string().ends_with("... (100 bytes)"));
+    }
+
+    #[test]
+    fn debug_shows_bulk_strings_as_text() {
+        let v = Value::Map(vec![(
+            Value::BulkString(b"name".to_vec()),
+            Value::Verbatim {
+                format: *b"txt",
+                text: b"say \"hi\"\t\x00\xe2\x82".to_vec(),
+            },
+        )]);
+        assert_eq!(
+            format!("{:?}", v),
+            "Map([(BulkString(\"name\"), Verbatim { format: \"txt\", text: \"say \\\"hi\\\"\\t\\0\\xe2\\x82\" })])"
+        );
+        assert_eq!(
+            format!("{:?}", Value::BulkString(b"it's".to_vec())),
+            "BulkString(\"it's\")"
+        );
+        assert_eq!(
+            format!("{:?}", Value::BlobError(vec![0xff, b'x'])),
+            "BlobError(\"\\xffx\")"
+        );
+        assert_eq!(format!("{:?}", Value::Nil), "Nil");
     }
 
     #[test]

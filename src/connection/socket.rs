@@ -8,8 +8,8 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use super::options::Addr;
 use crate::error::{Error, Result};
-use crate::options::Addr;
 
 /// A TCP or Unix-socket stream, as opened by
 /// [`Connection::open`](crate::Connection::open).
@@ -73,42 +73,48 @@ impl Socket {
     /// Opens a socket to `addr`, resolving and connecting before `deadline`.
     ///
     /// Name resolution uses the system resolver, which std cannot time out:
-    /// the deadline is checked after it returns.
+    /// the deadline is checked after it returns. Every failure is an
+    /// [`Error::Connect`] that names the address.
     pub fn connect(addr: &Addr, deadline: Option<Instant>) -> Result<Socket> {
-        match addr {
-            Addr::Tcp { host, port } => {
-                let addrs = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(Error::Io)?;
-                let mut last = None;
-                for a in addrs {
-                    let attempt = match remaining(deadline, "connect")? {
-                        Some(left) => TcpStream::connect_timeout(&a, left),
-                        None => TcpStream::connect(a),
-                    };
-                    match attempt {
-                        Ok(s) => {
-                            s.set_nodelay(true).map_err(Error::Io)?;
-                            return Ok(Socket::Tcp(s));
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(match last {
-                    Some(e) if crate::error::is_timeout_kind(e.kind()) => Error::Timeout {
-                        operation: "connect",
-                    },
-                    Some(e) => Error::Io(e),
-                    None => Error::Config(format!("host {:?} resolved to no address", host)),
-                })
-            }
+        Socket::dial(addr, deadline).map_err(|source| Error::Connect {
+            addr: addr.to_string(),
+            source,
+        })
+    }
+
+    fn dial(addr: &Addr, deadline: Option<Instant>) -> io::Result<Socket> {
+        let addrs = match addr {
+            Addr::Tcp { host, port } => (host.as_str(), *port).to_socket_addrs()?,
             #[cfg(unix)]
-            Addr::Unix(path) => UnixStream::connect(path)
-                .map(Socket::Unix)
-                .map_err(Error::Io),
+            Addr::Unix(path) => return UnixStream::connect(path).map(Socket::Unix),
             #[cfg(not(unix))]
-            Addr::Unix(_) => Err(Error::Config("Unix sockets need a Unix platform".into())),
+            Addr::Unix(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "Unix sockets need a Unix platform",
+                ))
+            }
+        };
+        let mut last = None;
+        for a in addrs {
+            let attempt = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => TcpStream::connect_timeout(&a, left),
+                    _ => Err(io::ErrorKind::TimedOut.into()),
+                },
+                None => TcpStream::connect(a),
+            };
+            match attempt {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    return Ok(Socket::Tcp(s));
+                }
+                Err(e) => last = Some(e),
+            }
         }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
+        }))
     }
 }
 

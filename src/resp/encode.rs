@@ -5,7 +5,7 @@
 //! before writing so each call reserves once; numbers are formatted on the
 //! stack, never through an allocation.
 
-use crate::value::Value;
+use super::value::Value;
 
 /// Which RESP version a connection speaks, and in which form
 /// [`encode_value`] writes the RESP3-only types.
@@ -22,7 +22,7 @@ pub enum Protocol {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// respline::encode_command(&mut out, &["SET", "key", "a\r\nb"]);
+/// respline::resp::encode_command(&mut out, &["SET", "key", "a\r\nb"]);
 /// assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$4\r\na\r\nb\r\n");
 /// ```
 pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
@@ -42,7 +42,7 @@ pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// respline::write_bulk(&mut out, b"");
+/// respline::resp::write_bulk(&mut out, b"");
 /// assert_eq!(out, b"$0\r\n\r\n");
 /// ```
 #[inline]
@@ -196,7 +196,8 @@ impl std::fmt::Write for NumBuf {
 /// written as spaces, as Redis itself does with error messages.
 ///
 /// ```
-/// use respline::{encode_value, Protocol, Value};
+/// use respline::resp::{encode_value, Protocol};
+/// use respline::Value;
 ///
 /// let map = Value::Map(vec![(Value::from("k"), Value::Integer(1))]);
 /// let mut out = Vec::new();
