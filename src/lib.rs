@@ -37,7 +37,8 @@
 //!
 //! ```text
 //! src/resp/         the codec: bytes ⇄ Value (decode, encode, limits), no I/O    ── public as respline::resp
-//! src/connection/   one Connection: stream, buffer, deadlines, handshake, URLs,
+//! src/connect/      how to reach a server: Addr, ConnectOptions, URLs, sockets
+//! src/connection/   one Connection: stream, buffer, deadlines, handshake,
 //!                   and the one door every request goes through (door.rs)
 //! src/cmd.rs        commands and their arguments            src/convert.rs   Value → your types
 //! src/pipeline.rs   many commands, one write; the rule for many replies
@@ -69,6 +70,7 @@
 
 mod chunked;
 mod cmd;
+mod connect;
 mod connection;
 mod convert;
 mod error;
@@ -81,8 +83,7 @@ mod transaction;
 
 pub use chunked::{Chunking, LoadSummary};
 pub use cmd::{cmd, ArgWriter, ArgWritten, Cmd, ToArg, ToCommand};
-pub use connection::options::{Addr, ConnectOptions};
-pub use connection::socket::{Socket, SocketHooks};
+pub use connect::{Addr, ConnectOptions, Socket, SocketHooks};
 pub use connection::{Connection, ReplyTimeout, Timed};
 pub use convert::FromValue;
 pub use error::{ConversionError, Error, Result, ServerError};

@@ -6,22 +6,8 @@
 //! error in the middle is that command's reply, never a reason to stop
 //! reading: the connection stays in step and usable.
 //!
-//! # The rule for many replies
-//!
-//! Pipelines, transactions and the WATCH helper ([`transaction`](crate::transaction))
-//! turn their replies into a result the same way, once every reply is read:
-//!
-//! * a tuple or a `Vec` converts reply by reply, each with its command's
-//!   index; a `Value` is the array of replies; `()` accepts any replies;
-//! * if a command's reply is an error reply, the call fails with the first
-//!   such [`Error::Server`](crate::Error::Server), its
-//!   [`index`](crate::ServerError::index) set; otherwise with the first reply that
-//!   does not fit its type, as an [`Error::Conversion`](crate::Error::Conversion)
-//!   that names the command's index too;
-//! * a reply converted to `Result<T, ServerError>` keeps its command's error
-//!   as a value instead, so a typed tuple can hold per-command errors;
-//! * [`execute_raw`](Pipeline::execute_raw) returns the replies untouched,
-//!   error replies as [`Value::Error`] elements.
+//! Pipelines, transactions and the WATCH helper turn their replies into a
+//! result by one rule: see [`Pipeline::query`].
 
 use std::io::{Read, Write};
 
@@ -122,10 +108,27 @@ impl Pipeline {
         self.changes_session = false;
     }
 
-    /// Runs the pipeline and converts the replies to `T` by the rule of the
-    /// [module](self): a tuple with one element per command, a `Vec`, `()`
-    /// or a [`Value`]. Fails with the first error reply (with its command's
-    /// index) once every reply is read.
+    /// Runs the pipeline and converts the replies to `T`: a tuple with one
+    /// element per command, a `Vec`, `()` or a [`Value`].
+    ///
+    /// # The rule for many replies
+    ///
+    /// Pipelines, transactions and the WATCH helper
+    /// ([`transaction`](crate::transaction)) turn their replies into a result
+    /// the same way, once every reply is read:
+    ///
+    /// * a tuple or a `Vec` converts reply by reply, each with its command's
+    ///   index; a `Value` is the array of replies; `()` accepts any replies;
+    ///   any other type gets the replies as one [`Value::Array`];
+    /// * if a command's reply is an error reply, the call fails with the
+    ///   first such [`Error::Server`], its [`index`](crate::ServerError::index)
+    ///   set; otherwise with the first reply that does not fit its type, as
+    ///   an [`Error::Conversion`] that names the command's index too;
+    /// * a reply converted to `Result<T, ServerError>` keeps its command's
+    ///   error as a value instead, so a typed tuple can hold per-command
+    ///   errors;
+    /// * [`execute_raw`](Pipeline::execute_raw) returns the replies
+    ///   untouched, error replies as [`Value::Error`] elements.
     ///
     /// For a transaction: the replies inside EXEC's; `EXECABORT` gives
     /// [`Error::ExecAbort`] (every command that failed to queue, by index),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cmd::{cmd, Cmd, ToArg, ToCommand};
-use crate::connection::socket::Socket;
+use crate::connect::Socket;
 use crate::connection::{queue_full, Connection, Wait};
 use crate::convert::{server_error, FromValue};
 use crate::error::{Error, Result, ServerError};

@@ -6,9 +6,9 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use super::options::ConnectOptions;
 use super::{Connection, Wait};
 use crate::cmd::{cmd, Cmd, ToCommand};
+use crate::connect::ConnectOptions;
 use crate::convert::server_error;
 use crate::error::{Error, Result, ServerError};
 use crate::resp::{Decoder, Protocol, ProtocolError, ProtocolErrorKind, Value};

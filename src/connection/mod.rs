@@ -37,21 +37,17 @@
 
 mod door;
 mod handshake;
-pub(crate) mod options;
-pub(crate) mod socket;
 mod transport;
-mod url;
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use crate::cmd::ToCommand;
+use crate::connect::{ConnectOptions, Socket, SocketHooks};
 use crate::convert::FromValue;
 use crate::error::Result;
 use crate::resp::{Decoder, Limits, Protocol, Value};
-use options::ConnectOptions;
-use socket::{Socket, SocketHooks};
 use transport::ReadBuf;
 
 pub(crate) use door::{changes_session, queue_full};

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use super::socket::remaining;
 use super::{Connection, Wait};
+use crate::connect::remaining;
 use crate::error::{is_timeout_kind, Error, Result};
 use crate::resp::Value;
 

@@ -96,7 +96,7 @@ impl Script {
     ///
     /// A compile error in the script is [`Error::Server`]. A different SHA
     /// is a protocol error of kind
-    /// [`Unexpected`](crate::ProtocolErrorKind::Unexpected), and, like every
+    /// [`Unexpected`](crate::resp::ProtocolErrorKind::Unexpected), and, like every
     /// protocol error, it breaks the connection: whatever answers is not
     /// behaving as Redis does.
     pub fn load<S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<()> {

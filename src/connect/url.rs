@@ -476,7 +476,7 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use crate::connection::options::{Addr, ConnectOptions};
+    use crate::connect::{Addr, ConnectOptions};
     use crate::error::Error;
     use crate::resp::Limits;
     use crate::resp::Protocol;
