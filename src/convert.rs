@@ -190,8 +190,18 @@ impl Outcome {
     }
 }
 
-/// The server error carried by an error value.
+/// The server error carried by an error value. Inlined: it is asked of
+/// every reply, and almost none is an error.
+#[inline]
 pub(crate) fn server_error(value: &Value) -> Option<ServerError> {
+    match value {
+        Value::Error(_) | Value::BlobError(_) | Value::Attribute { .. } => error_of(value),
+        _ => None,
+    }
+}
+
+#[cold]
+fn error_of(value: &Value) -> Option<ServerError> {
     match value {
         Value::Error(e) => Some(ServerError::new(e)),
         Value::BlobError(b) => Some(ServerError::new(&String::from_utf8_lossy(b))),

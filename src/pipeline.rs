@@ -142,7 +142,16 @@ impl Pipeline {
     /// with the first error reply (with its command's index) once every
     /// reply is read: `query::<Vec<Value>>`.
     pub fn execute(&self, conn: &mut Connection<impl Read + Write>) -> Result<Vec<Value>> {
-        self.query(conn)
+        // The rule for `Vec<Value>`, without a second pass over the replies.
+        let replies = self.execute_raw(conn)?;
+        match replies
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| server_error(v).map(|e| e.with_index(i)))
+        {
+            Some(e) => Err(e.into()),
+            None => Ok(replies),
+        }
     }
 
     /// Runs the pipeline and returns every reply as it arrived, error

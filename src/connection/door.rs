@@ -32,7 +32,10 @@ impl<S: Read + Write> Connection<S> {
             .map_err(|e| interrupted(e, 0, replies))?;
         let mut first_error = None;
         for i in 0..replies {
-            let reply = self.receive(wait).map_err(|e| interrupted(e, i, replies))?;
+            let reply = match self.receive(wait) {
+                Ok(v) => v,
+                Err(e) => return Err(interrupted(e, i, replies)),
+            };
             if let Err(e) = each(i, reply) {
                 first_error.get_or_insert(e);
             }
@@ -110,6 +113,7 @@ impl<S: Read + Write> Connection<S> {
 
     /// Reads the next reply of the open exchange (RESP3 pushes are queued,
     /// never returned).
+    #[inline]
     pub(crate) fn receive(&mut self, wait: Wait) -> Result<Value> {
         loop {
             let frame = match self.next_frame(wait) {

@@ -27,6 +27,7 @@ pub(crate) struct Int {
 
 /// Parses `text` as a whole, in `form`; `None` if it is anything else or
 /// beyond 128 bits.
+#[inline]
 pub(crate) fn parse(text: &[u8], form: Form) -> Option<Int> {
     let (negative, digits) = match (text.first(), form) {
         (Some(b'-'), Form::Signed | Form::Canonical) => (true, &text[1..]),
@@ -39,27 +40,45 @@ pub(crate) fn parse(text: &[u8], form: Form) -> Option<Int> {
     if form == Form::Canonical && digits[0] == b'0' && (negative || digits.len() > 1) {
         return None;
     }
-    let mut magnitude: u128 = 0;
+    Some(Int {
+        negative,
+        magnitude: magnitude(digits)?,
+    })
+}
+
+/// The value of a string of ASCII digits, overflow-checked.
+#[inline]
+fn magnitude(digits: &[u8]) -> Option<u128> {
+    // Nineteen digits always fit a u64: the common case costs no 128-bit
+    // arithmetic and no overflow check.
+    if digits.len() <= 19 {
+        let mut m: u64 = 0;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            m = m * 10 + u64::from(d - b'0');
+        }
+        return Some(u128::from(m));
+    }
+    let mut m: u128 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
             return None;
         }
-        magnitude = magnitude
-            .checked_mul(10)?
-            .checked_add(u128::from(d - b'0'))?;
+        m = m.checked_mul(10)?.checked_add(u128::from(d - b'0'))?;
     }
-    Some(Int {
-        negative,
-        magnitude,
-    })
+    Some(m)
 }
 
 /// `text` as an i64 in `form`.
+#[inline]
 pub(crate) fn parse_i64(text: &[u8], form: Form) -> Option<i64> {
     parse(text, form)?.narrow()
 }
 
 /// `text` as a u64 of digits only.
+#[inline]
 pub(crate) fn parse_u64(text: &[u8]) -> Option<u64> {
     parse(text, Form::Digits)?.narrow()
 }
@@ -74,6 +93,7 @@ impl Int {
     }
 
     /// The number as `T`, if it fits.
+    #[inline]
     pub(crate) fn narrow<T: TryFrom<u128> + TryFrom<i128>>(self) -> Option<T> {
         if !self.negative {
             return T::try_from(self.magnitude).ok();
