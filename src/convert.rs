@@ -80,11 +80,15 @@ pub trait FromValue: Sized {
 
     /// Converts every reply of a pipeline or transaction, in order: see
     /// [`Pipeline::query`](crate::Pipeline::query) for the rule. Tuples,
-    /// `Vec`, `Value` and `()` convert reply by reply; any other type gets
-    /// the replies as one [`Value::Array`]. Not meant to be overridden.
+    /// `Vec` and `()` convert reply by reply; any other type fails on the
+    /// first error reply, or gets the replies as one [`Value::Array`]. Not
+    /// meant to be overridden.
     #[doc(hidden)]
     fn from_replies(replies: Vec<Value>) -> Result<Self> {
-        Self::from_value(Value::Array(replies))
+        match first_error_reply(&replies) {
+            Some(e) => Err(e),
+            None => Self::from_value(Value::Array(replies)),
+        }
     }
 
     /// Lets `Vec<u8>` take a bulk string whole rather than element by
@@ -98,13 +102,6 @@ pub trait FromValue: Sized {
 impl FromValue for Value {
     fn from_value(value: Value) -> Result<Value> {
         Ok(value)
-    }
-
-    fn from_replies(replies: Vec<Value>) -> Result<Value> {
-        match first_error_reply(&replies) {
-            Some(e) => Err(e),
-            None => Ok(Value::Array(replies)),
-        }
     }
 }
 

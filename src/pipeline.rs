@@ -118,8 +118,8 @@ impl Pipeline {
     /// the same way, once every reply is read:
     ///
     /// * a tuple or a `Vec` converts reply by reply, each with its command's
-    ///   index; a `Value` is the array of replies; `()` accepts any replies;
-    ///   any other type gets the replies as one [`Value::Array`];
+    ///   index; `()` accepts any replies; any other type (a `Value`, your
+    ///   own) gets the replies as one [`Value::Array`];
     /// * if a command's reply is an error reply, the call fails with the
     ///   first such [`Error::Server`], its [`index`](crate::ServerError::index)
     ///   set; otherwise with the first reply that does not fit its type, as

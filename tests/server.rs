@@ -628,6 +628,33 @@ fn client_name_is_set_on_connect() {
         assert!(list.contains(&format!(" name={} ", name)), "{}", list);
         assert_eq!(ok::<String>(&mut conn, ["CLIENT", "GETNAME"]), name);
     }
+    // A name Redis refuses fails the handshake at the step that sent it.
+    let bad = tcp(&server).client_name("has space");
+    expect_handshake_error(Connection::connect(&bad), "CLIENT SETNAME", "ERR");
+    let bad = tcp(&server)
+        .client_name("has space")
+        .protocol(Protocol::Resp3);
+    expect_handshake_error(Connection::connect(&bad), "HELLO", "ERR");
+    // A refused connection names the address it tried.
+    let port = {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = Connection::connect(&ConnectOptions::tcp("127.0.0.1", port)).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("could not connect to 127.0.0.1:{}: ", port)),
+        "{}",
+        err
+    );
+    assert!(err.is_io() && !err.may_have_reached_server(), "{:?}", err);
+    let err = Connection::open("unix:///nonexistent/respline.sock").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("could not connect to /nonexistent/respline.sock: "),
+        "{}",
+        err
+    );
 }
 
 #[test]
