@@ -128,6 +128,7 @@ mod tests {
             Some(i64::MAX)
         );
         assert_eq!(parse_i64(b"9223372036854775808", Form::Signed), None);
+        assert_eq!(parse_i64(b"-9223372036854775809", Form::Signed), None);
         assert_eq!(parse_i64(b"+7", Form::Signed), Some(7));
         assert_eq!(parse_i64(b"+7", Form::Canonical), None);
         assert_eq!(parse_i64(b"007", Form::Signed), Some(7));
@@ -144,6 +145,8 @@ mod tests {
             b" 1",
             b"1 ",
             b"1e3",
+            b"1.5",
+            b"--1",
             b"0x10",
             b"\xd9\xa1",
         ] {
