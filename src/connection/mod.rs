@@ -258,6 +258,10 @@ impl<S: Read + Write> Connection<S> {
     /// it as a value with `T = Result<U, ServerError>`) and leaves the
     /// connection usable; so does a reply that does not fit `T`. An I/O
     /// error, timeout or protocol error breaks it.
+    ///
+    /// `T` must be known: for a command whose reply you do not need, use
+    /// [`execute`](Connection::execute) (`conn.query(["FLUSHDB"])?;` alone
+    /// does not compile on current Rust, as nothing says what `T` is).
     pub fn query<T: FromValue>(&mut self, command: impl ToCommand) -> Result<T> {
         let reply = self.call(&command, Wait::Default)?;
         T::from_reply(reply, None)
