@@ -56,6 +56,7 @@ fn a_server_restart_between_calls_is_not_seen_by_the_caller() {
         let v: String = conn.query(["GET", "k"]).unwrap();
         assert_eq!(v, "after");
         assert!(!conn.is_broken());
+        assert!(conn.is_reusable());
     }
 }
 
@@ -157,7 +158,9 @@ fn a_session_changed_by_hand_is_never_replaced_silently() {
     let server = RedisServer::start();
     let mut conn = Connection::connect(&options(&server)).unwrap();
     // SELECT by hand: a fresh connection from the options would be on db 0.
+    assert!(conn.is_reusable());
     conn.execute(["SELECT", "5"]).unwrap();
+    assert!(!conn.is_reusable());
     let id = client_id(&mut conn);
     server.raw_command(&["CLIENT", "KILL", "ID", &id.to_string()]);
     wait_for_clients(&server, 0);
@@ -177,6 +180,7 @@ fn keys_watched_are_never_lost_to_a_silent_reconnect() {
         &["balance"],
         WatchOptions::new().max_attempts(1),
         |conn, pipe| {
+            assert!(!conn.is_reusable(), "keys are WATCHed");
             server.raw_command(&["CLIENT", "KILL", "ID", &id.to_string()]);
             wait_for_clients(&server, 0);
             // The WATCH died with the connection: this read must fail rather
@@ -191,6 +195,7 @@ fn keys_watched_are_never_lost_to_a_silent_reconnect() {
     assert_eq!(server.raw_command(&["EXISTS", "balance"]), b":0\r\n");
     // Once the transaction is over, the connection is replaced again.
     conn.reconnect().unwrap();
+    assert!(conn.is_reusable());
     let pong: String = conn.query(["PING"]).unwrap();
     assert_eq!(pong, "PONG");
 }

@@ -56,7 +56,25 @@ impl<S: Read + Write> Connection<S> {
     /// [`Error::NotSent`].
     pub(crate) fn begin(&mut self) -> Result<()> {
         self.ensure_ready()?;
-        let problem = match self.look_idle() {
+        if let Some(e) = self.idle_problem() {
+            self.break_for(&e);
+            self.replace_unsent(e)?;
+            // Once only: a fresh connection that is no better fails.
+            if let Some(e) = self.idle_problem() {
+                self.break_for(&e);
+                return Err(not_sent(e));
+            }
+        }
+        self.state = State::Busy {
+            owed: 0,
+            written: false,
+        };
+        Ok(())
+    }
+
+    /// Why the idle connection cannot take a request, if it cannot.
+    fn idle_problem(&mut self) -> Option<Error> {
+        match self.look_idle() {
             Ok(Idle::Quiet) => None,
             Ok(Idle::Closed) => Some(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -64,16 +82,7 @@ impl<S: Read + Write> Connection<S> {
             ))),
             Ok(Idle::Unsolicited(bytes)) => Some(unsolicited(&bytes)),
             Err(e) => Some(e),
-        };
-        if let Some(e) = problem {
-            self.break_for(&e);
-            self.replace_unsent(e)?;
         }
-        self.state = State::Busy {
-            owed: 0,
-            written: false,
-        };
-        Ok(())
     }
 
     /// Writes `bytes`, which hold `replies` commands, in the open exchange.
@@ -221,6 +230,7 @@ impl<S: Read + Write> Connection<S> {
     /// its recipe allows; otherwise returns the reason, marked not sent.
     fn replace_unsent(&mut self, e: Error) -> Result<()> {
         let recipe = match &self.recipe {
+            // (The connection is broken by now: `is_reusable` would say no.)
             Some(r) if r.options.retry_unsent && !self.diverged && !self.watching => r.clone(),
             _ => return Err(not_sent(e)),
         };

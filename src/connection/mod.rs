@@ -30,7 +30,7 @@
 //! | `end()` | closes the exchange: ready if nothing is owed, broken otherwise |
 //! | `fail(e)`, `poison(cause)` | breaks the connection |
 //! | `queue_push(v)`, `take_pushes()` | the RESP3 push queue |
-//! | `set_watching(b)`, `note_session_change()` | the session no longer matches the recipe: never replace it silently |
+//! | `set_watching(b)`, `note_session_change()` | the session no longer matches the recipe: never replace it silently (`is_reusable` reads this) |
 //!
 //! Errors from these say whether anything was sent: a failure before the
 //! first byte of an exchange left is [`Error::NotSent`].
@@ -341,6 +341,29 @@ impl<S> Connection<S> {
     /// call with [`Error::Broken`](crate::Error::Broken).
     pub fn is_broken(&self) -> bool {
         self.state != State::Ready
+    }
+
+    /// True if the connection can be handed to other code as if freshly
+    /// opened: not broken, no reply left unread, no keys WATCHed, and no
+    /// command sent through it that may have changed its session (`SELECT`,
+    /// `AUTH`, `HELLO`, `CLIENT SETNAME` and other `CLIENT` settings,
+    /// `MULTI`, `WATCH`, the subscribe family, `MONITOR`, `READONLY`,
+    /// `READWRITE`, `RESET`). A pool keeps only such connections; the same
+    /// conditions decide whether an unsent request may go out on a fresh
+    /// connection.
+    ///
+    /// ```
+    /// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+    /// # let stream = FakeServer::replying(&[b"+OK\r\n", b"+OK\r\n"]);
+    /// let mut conn = respline::Connection::new(stream);
+    /// conn.execute(["SET", "k", "v"])?;
+    /// assert!(conn.is_reusable());
+    /// conn.execute(["SELECT", "2"])?;
+    /// assert!(!conn.is_reusable()); // a fresh connection would be on another database
+    /// # Ok::<(), respline::Error>(())
+    /// ```
+    pub fn is_reusable(&self) -> bool {
+        self.state == State::Ready && !self.watching && !self.diverged
     }
 
     /// The protocol in use: RESP3 only after a successful `HELLO 3`.
