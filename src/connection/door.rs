@@ -54,6 +54,11 @@ impl<S: Read + Write> Connection<S> {
     /// replaced by a fresh one from its recipe when that is allowed (see
     /// `ConnectOptions::retry_unsent`), else the error is
     /// [`Error::NotSent`].
+    ///
+    /// The look is a snapshot: bytes a server sends unasked after it and
+    /// before the reply cannot be told from the reply (no client can), but
+    /// a closed connection or stray bytes that arrived while idle are
+    /// always found here, before anything is written.
     pub(crate) fn begin(&mut self) -> Result<()> {
         self.ensure_ready()?;
         if let Some(e) = self.idle_problem() {
