@@ -110,6 +110,31 @@ pub enum Error {
         /// The failure.
         source: Box<Error>,
     },
+    /// Commands of a request to a cluster got no reply, because the
+    /// connection to their node failed; the request's other commands were
+    /// answered.
+    Unanswered {
+        /// Their indices in the request, ascending (0 for a lone command).
+        commands: Box<[usize]>,
+        /// The first failure; its
+        /// [`may_have_reached_server`](Error::may_have_reached_server) says
+        /// whether they may have run (false when none was written).
+        source: Box<Error>,
+    },
+    /// A cluster kept redirecting or refusing commands (`MOVED` loops,
+    /// `CLUSTERDOWN`, `TRYAGAIN`, an unserved slot...) until the retry
+    /// bounds ran out. The commands named did not run; the request's
+    /// other commands did.
+    GaveUp {
+        /// Their indices in the request, ascending (0 for a lone command).
+        commands: Box<[usize]>,
+        /// How many times the most tried of them was tried.
+        attempts: u16,
+        /// How long the request had been retrying, in milliseconds.
+        elapsed_ms: u32,
+        /// The last answer or failure.
+        last: Box<Error>,
+    },
 }
 
 impl Error {
@@ -155,6 +180,7 @@ impl Error {
                 | Error::Config(_)
                 | Error::ExecAbort { .. }
                 | Error::WatchAborted { .. }
+                | Error::GaveUp { .. }
         )
     }
 
@@ -172,7 +198,11 @@ impl Error {
                 | Error::Connect { .. }
                 | Error::Handshake { .. }
                 | Error::NotSent { .. }
-        )
+                | Error::GaveUp { .. }
+        ) && match self {
+            Error::Unanswered { source, .. } => source.may_have_reached_server(),
+            _ => true,
+        }
     }
 
     /// The server error, if this is one (also inside a wrapping variant).
@@ -197,7 +227,9 @@ impl Error {
         match self {
             Error::Interrupted { source, .. }
             | Error::Handshake { source, .. }
-            | Error::NotSent { source } => Some(source),
+            | Error::NotSent { source }
+            | Error::Unanswered { source, .. }
+            | Error::GaveUp { last: source, .. } => Some(source),
             _ => None,
         }
     }
@@ -222,6 +254,22 @@ impl Error {
     pub(crate) fn is_server(&self) -> bool {
         matches!(self, Error::Server(_))
     }
+}
+
+/// Writes "command #3" or "2 commands (#1, #4)", listing at most 8.
+fn write_commands(f: &mut fmt::Formatter<'_>, commands: &[usize]) -> fmt::Result {
+    const SHOWN: usize = 8;
+    if commands.len() == 1 {
+        return write!(f, "command #{}", commands[0]);
+    }
+    write!(f, "{} commands (", commands.len())?;
+    for (n, i) in commands.iter().take(SHOWN).enumerate() {
+        write!(f, "{}#{}", if n == 0 { "" } else { ", " }, i)?;
+    }
+    if commands.len() > SHOWN {
+        write!(f, ", ...")?;
+    }
+    write!(f, ")")
 }
 
 /// Unix reports a read timeout as `WouldBlock`, Windows as `TimedOut`.
@@ -275,6 +323,32 @@ impl fmt::Display for Error {
                 write!(f, "connection handshake failed at {}: {}", step, source)
             }
             Error::NotSent { source } => write!(f, "{} (the request was not sent)", source),
+            Error::Unanswered { commands, source } => {
+                write!(f, "no reply to ")?;
+                write_commands(f, commands)?;
+                let outcome = if source.may_have_reached_server() {
+                    "their node failed and they may have run"
+                } else {
+                    "their node failed before they were sent"
+                };
+                write!(f, ": {}: {}", outcome, source)
+            }
+            Error::GaveUp {
+                commands,
+                attempts,
+                elapsed_ms,
+                last,
+            } => {
+                write!(f, "gave up on ")?;
+                write_commands(f, commands)?;
+                write!(
+                    f,
+                    " after {} attempts in {:.1} s, without running them; the last answer: {}",
+                    attempts,
+                    f64::from(*elapsed_ms) / 1000.0,
+                    last
+                )
+            }
         }
     }
 }
@@ -288,7 +362,9 @@ impl std::error::Error for Error {
             Error::Conversion(e) => Some(&**e),
             Error::Interrupted { source, .. }
             | Error::Handshake { source, .. }
-            | Error::NotSent { source } => Some(&**source),
+            | Error::NotSent { source }
+            | Error::Unanswered { source, .. }
+            | Error::GaveUp { last: source, .. } => Some(&**source),
             _ => None,
         }
     }
@@ -455,10 +531,11 @@ mod tests {
 
     #[test]
     fn sizes_stay_small() {
-        // `Result<T, Error>` is on every call path; keep the error two words
-        // or so, with the rare large payloads boxed.
+        // `Result<T, Error>` is on every call path; keep the error a few
+        // words, with the rare large payloads boxed (the cluster's GaveUp,
+        // with its command list, counts and last answer, is the largest).
         assert!(
-            std::mem::size_of::<Error>() <= 32,
+            std::mem::size_of::<Error>() <= 40,
             "{}",
             std::mem::size_of::<Error>()
         );

@@ -69,6 +69,9 @@
 #![deny(missing_docs)]
 
 mod chunked;
+mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod cmd;
 mod connect;
 mod connection;
@@ -82,6 +85,9 @@ mod script;
 mod transaction;
 
 pub use chunked::{Chunking, LoadSummary};
+pub use client::Client;
+#[cfg(feature = "cluster")]
+pub use cluster::{Cluster, ClusterOptions};
 pub use cmd::{cmd, ArgWriter, ArgWritten, Cmd, ToArg, ToCommand};
 pub use connect::{Addr, ConnectOptions, Socket, SocketHooks};
 pub use connection::{Connection, ReplyTimeout, Timed};

@@ -11,6 +11,7 @@
 
 use std::io::{Read, Write};
 
+use crate::client::Client;
 use crate::cmd::ToCommand;
 use crate::connection::{changes_session, Connection, Wait};
 use crate::convert::{server_error, FromValue};
@@ -134,16 +135,16 @@ impl Pipeline {
     /// [`Error::ExecAbort`] (every command that failed to queue, by index),
     /// and a nil EXEC gives [`Error::WatchAborted`]. Neither breaks the
     /// connection.
-    pub fn query<T: FromValue>(&self, conn: &mut Connection<impl Read + Write>) -> Result<T> {
-        T::from_replies(self.execute_raw(conn)?)
+    pub fn query<T: FromValue>(&self, client: &mut impl Client) -> Result<T> {
+        T::from_replies(self.execute_raw(client)?)
     }
 
     /// Runs the pipeline and returns one reply per command, in order, failing
     /// with the first error reply (with its command's index) once every
     /// reply is read: `query::<Vec<Value>>`.
-    pub fn execute(&self, conn: &mut Connection<impl Read + Write>) -> Result<Vec<Value>> {
+    pub fn execute(&self, client: &mut impl Client) -> Result<Vec<Value>> {
         // The rule for `Vec<Value>`, without a second pass over the replies.
-        let replies = self.execute_raw(conn)?;
+        let replies = self.execute_raw(client)?;
         match replies
             .iter()
             .enumerate()
@@ -158,9 +159,9 @@ impl Pipeline {
     /// replies included as [`Value::Error`] elements at their command's
     /// index: nothing is checked. Transport failures, EXECABORT and a nil
     /// EXEC are still errors.
-    pub fn execute_raw(&self, conn: &mut Connection<impl Read + Write>) -> Result<Vec<Value>> {
+    pub fn execute_raw(&self, client: &mut impl Client) -> Result<Vec<Value>> {
         let mut replies = Vec::with_capacity(self.count);
-        self.run(conn, |_, v| {
+        client.run_pipeline(self, &mut |_, v| {
             replies.push(v);
             Ok(())
         })?;

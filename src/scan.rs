@@ -14,7 +14,7 @@ use crate::resp::Value;
 
 /// Which command a [`Scan`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Scan,
     HScan,
     SScan,
@@ -22,7 +22,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Scan => "SCAN",
             Kind::HScan => "HSCAN",
@@ -32,7 +32,7 @@ impl Kind {
     }
 
     /// HSCAN and ZSCAN return flat field/value (member/score) pairs.
-    fn pairs(self) -> bool {
+    pub(crate) fn pairs(self) -> bool {
         matches!(self, Kind::HScan | Kind::ZScan)
     }
 }
@@ -267,7 +267,7 @@ impl<'a, S: Read + Write, T: FromValue> Iterator for ScanIter<'a, S, T> {
 }
 
 /// A page is `[cursor, [elements...]]`; HSCAN and ZSCAN pages hold pairs.
-fn split_page(kind: Kind, reply: Value) -> Result<(Vec<u8>, Vec<Value>)> {
+pub(crate) fn split_page(kind: Kind, reply: Value) -> Result<(Vec<u8>, Vec<Value>)> {
     const EXPECTED: &str = "a scan page: an array of a cursor and an array of elements";
     let reply = reply.into_without_attributes();
     let parts = match reply {

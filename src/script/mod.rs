@@ -10,6 +10,7 @@ mod sha1;
 
 use std::io::{Read, Write};
 
+use crate::client::Client;
 use crate::cmd::{write_arg, ToArg, ToCommand};
 use crate::connection::{Connection, Wait};
 use crate::convert::{server_error, FromValue};
@@ -87,8 +88,8 @@ impl Script {
 
     /// Runs the script with no keys and no arguments; see
     /// [`ScriptInvocation::invoke`].
-    pub fn invoke<T: FromValue, S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<T> {
-        self.invocation().invoke(conn)
+    pub fn invoke<T: FromValue, C: Client>(&self, client: &mut C) -> Result<T> {
+        self.invocation().invoke(client)
     }
 
     /// Loads the script into the server's cache (`SCRIPT LOAD`) and checks
@@ -204,11 +205,12 @@ impl<'a> ScriptInvocation<'a> {
     /// Runs the script and converts its reply.
     ///
     /// Sends `EVALSHA`. If the server answers `NOSCRIPT` (the script is not
-    /// in its cache, so nothing ran), it sends `SCRIPT LOAD` and the same
-    /// `EVALSHA` together in one write and reads both replies: two round
-    /// trips in all, and the script runs once. An error the script raises
-    /// (`redis.error_reply`, a failing `redis.call`) is [`Error::Server`]
-    /// with the script's code; a compile error is the `SCRIPT LOAD` error.
+    /// in its cache, so nothing ran), it sends the same call as `EVAL` with
+    /// the script's source, which runs it (and caches it for the next
+    /// `EVALSHA`): two round trips in all, the script runs once, and no
+    /// `SCRIPT FLUSH` racing in between can make it fail. An error the
+    /// script raises (`redis.error_reply`, a failing `redis.call`) is
+    /// [`Error::Server`] with the script's code, and so is a compile error.
     ///
     /// The fallback is keyed on the `NOSCRIPT` code, as Redis sends it when
     /// the SHA is unknown: a script must not itself return an error whose
@@ -219,44 +221,28 @@ impl<'a> ScriptInvocation<'a> {
     /// use respline::{Connection, Script};
     ///
     /// let script = Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
-    /// // The server does not know the script yet: NOSCRIPT; then the SHA and the result.
-    /// let loaded = format!("$40\r\n{}\r\n:5\r\n", script.sha());
-    /// let mut conn = Connection::new(FakeServer::replying(&[b"-NOSCRIPT No matching script.\r\n", loaded.as_bytes()]));
+    /// // The server does not know the script yet: NOSCRIPT; then EVAL's result.
+    /// let mut conn = Connection::new(FakeServer::replying(&[b"-NOSCRIPT No matching script.\r\n", b":5\r\n"]));
     ///
     /// let n: i64 = script.key("counter").arg(5).invoke(&mut conn)?;
     /// assert_eq!(n, 5);
     /// let writes = conn.get_ref().written();
-    /// assert_eq!(writes.len(), 2); // EVALSHA, then SCRIPT LOAD + EVALSHA in one write
+    /// assert_eq!(writes.len(), 2); // EVALSHA, then EVAL with the source
     /// assert!(writes[0].starts_with(b"*5\r\n$7\r\nEVALSHA\r\n$40\r\n"));
-    /// assert!(writes[1].starts_with(b"*3\r\n$6\r\nSCRIPT\r\n$4\r\nLOAD\r\n"));
-    /// assert!(writes[1].ends_with(&writes[0]));
+    /// assert!(writes[1].starts_with(b"*5\r\n$4\r\nEVAL\r\n"));
     /// # Ok::<(), respline::Error>(())
     /// ```
-    pub fn invoke<T: FromValue, S: Read + Write>(&self, conn: &mut Connection<S>) -> Result<T> {
-        let mut evalsha = Vec::new();
-        self.write_evalsha(&mut evalsha);
-        let reply = only_reply(conn, &evalsha)?;
+    pub fn invoke<T: FromValue, C: Client>(&self, client: &mut C) -> Result<T> {
+        let mut call = Vec::new();
+        self.write_call("EVALSHA", &self.script.sha, &mut call);
+        let reply = client.call_encoded(&call)?;
         if !is_noscript(&reply) {
             return T::from_reply(reply, None);
         }
-        // NOSCRIPT: nothing ran. Load and run in one write, one round trip.
-        let mut both = Vec::with_capacity(self.script.source.len() + evalsha.len() + 64);
-        ["SCRIPT", "LOAD", self.script.source.as_str()].write_command(&mut both);
-        both.extend_from_slice(&evalsha);
-        let mut loaded = Ok(());
-        let mut result = Value::Nil;
-        conn.request(&both, 2, Wait::Default, |i, v| {
-            if i == 0 {
-                loaded = self.script.check_loaded(v);
-                return protocol_only(&loaded);
-            }
-            result = v;
-            Ok(())
-        })?;
-        // A script that does not compile fails SCRIPT LOAD, and then EVALSHA
-        // with NOSCRIPT: the load error is the one that explains.
-        loaded?;
-        T::from_reply(result, None)
+        // NOSCRIPT: nothing ran. EVAL runs it from its source.
+        call.clear();
+        self.write_call("EVAL", &self.script.source, &mut call);
+        T::from_reply(client.call_encoded(&call)?, None)
     }
 
     /// Queues `SCRIPT LOAD <source>` and then this `EVALSHA` in `pipe`, and
@@ -319,9 +305,15 @@ impl<'a> ScriptInvocation<'a> {
 
     /// Appends `EVALSHA <sha> <numkeys> <keys...> <args...>`.
     fn write_evalsha(&self, out: &mut Vec<u8>) {
+        self.write_call("EVALSHA", &self.script.sha, out)
+    }
+
+    /// Appends `<command> <script> <numkeys> <keys...> <args...>`: EVALSHA
+    /// with the SHA, or EVAL with the source.
+    fn write_call(&self, command: &str, script: &str, out: &mut Vec<u8>) {
         crate::resp::write_header(out, b'*', 3 + self.key_count + self.arg_count);
-        write_arg("EVALSHA", out);
-        write_arg(&self.script.sha, out);
+        write_arg(command, out);
+        write_arg(script, out);
         write_arg(&self.key_count, out);
         out.extend_from_slice(&self.keys);
         out.extend_from_slice(&self.args);
@@ -337,16 +329,6 @@ impl ToCommand for Evalsha<'_, '_> {
     fn write_command(&self, out: &mut Vec<u8>) {
         self.0.write_evalsha(out)
     }
-}
-
-/// Sends one encoded command and returns its raw reply.
-fn only_reply<S: Read + Write>(conn: &mut Connection<S>, bytes: &[u8]) -> Result<Value> {
-    let mut reply = Value::Nil;
-    conn.request(bytes, 1, Wait::Default, |_, v| {
-        reply = v;
-        Ok(())
-    })?;
-    Ok(reply)
 }
 
 /// A protocol error found in a reply is passed on to the door, which breaks
@@ -426,6 +408,7 @@ mod tests {
     struct Fake {
         canned: std::collections::VecDeque<Vec<u8>>,
         out: Vec<u8>,
+        written: Vec<u8>,
     }
 
     impl Read for Fake {
@@ -441,6 +424,7 @@ mod tests {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             let next = self.canned.pop_front().unwrap_or_default();
             self.out.extend_from_slice(&next);
+            self.written.extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -452,6 +436,7 @@ mod tests {
         Connection::new(Fake {
             canned: canned.iter().map(|s| s.as_bytes().to_vec()).collect(),
             out: Vec::new(),
+            written: Vec::new(),
         })
     }
 
@@ -464,11 +449,17 @@ mod tests {
         let err = script.load(&mut conn).unwrap_err();
         assert!(matches!(err, Error::Protocol(_)), "{:?}", err);
         assert!(conn.is_broken());
+    }
 
-        let mut conn = fake(&["-NOSCRIPT No matching script.\r\n", &(wrong + ":1\r\n")]);
-        let err = script.invoke::<i64, _>(&mut conn).unwrap_err();
-        assert!(matches!(err, Error::Protocol(_)), "{:?}", err);
-        assert!(conn.is_broken());
+    #[test]
+    fn noscript_falls_back_to_eval_with_the_source() {
+        let script = Script::new("return 1");
+        let mut conn = fake(&["-NOSCRIPT No matching script.\r\n", ":1\r\n"]);
+        assert_eq!(script.invoke::<i64, _>(&mut conn).unwrap(), 1);
+        let sent = &conn.get_ref().written;
+        let eval = b"*3\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n0\r\n";
+        assert!(sent.ends_with(eval), "{:?}", String::from_utf8_lossy(sent));
+        assert!(!conn.is_broken());
     }
 
     #[test]

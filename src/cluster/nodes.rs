@@ -1,0 +1,325 @@
+//! The cluster's view of itself: the slot map, the command table, one
+//! connection per node, and the refresh rule (single-flight, with a
+//! cooldown, never forgetting the seeds).
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+use super::keys::CommandTable;
+use super::options::ClusterOptions;
+use super::topology::{NodeAddr, SlotMap};
+use crate::client::Client;
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::resp::Value;
+
+const CLUSTER_SLOTS: &[u8] = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
+const COMMAND: &[u8] = b"*1\r\n$7\r\nCOMMAND\r\n";
+
+/// The slot map, the connections, and when to ask for a new map.
+pub(super) struct Nodes {
+    pub(super) options: ClusterOptions,
+    seeds: Vec<NodeAddr>,
+    pub(super) map: SlotMap,
+    pub(super) table: CommandTable,
+    conns: HashMap<NodeAddr, Connection>,
+    /// Nodes that failed lately, the latest last: asked last on refresh.
+    failed: Vec<NodeAddr>,
+    last_refresh: Option<Instant>,
+    refresh_wanted: bool,
+    /// Full refreshes made, for [`Cluster::refreshes`](super::Cluster::refreshes).
+    pub(super) refreshes: u64,
+    rng: Rng,
+}
+
+impl Nodes {
+    /// Asks the seeds for the slot map and the command table.
+    pub(super) fn connect(options: &ClusterOptions) -> Result<Nodes> {
+        let seeds = options.seed_nodes()?;
+        let mut nodes = Nodes {
+            options: options.clone(),
+            seeds,
+            map: SlotMap::from_cluster_slots(&Value::Array(Vec::new()), &placeholder())?,
+            table: CommandTable::fallback(),
+            conns: HashMap::new(),
+            failed: Vec::new(),
+            last_refresh: None,
+            refresh_wanted: false,
+            refreshes: 0,
+            rng: Rng::new(),
+        };
+        nodes.refresh()?;
+        nodes.fetch_table();
+        Ok(nodes)
+    }
+
+    /// The connection to `addr`, opened (or reopened, if broken) as needed.
+    /// A node that cannot be reached is noted as failed, and a refresh is
+    /// wanted: it may have been replaced.
+    pub(super) fn conn(&mut self, addr: &NodeAddr) -> Result<&mut Connection> {
+        if self
+            .conns
+            .get(addr)
+            .map_or(false, |c| c.broken_cause().is_some())
+        {
+            self.conns.remove(addr);
+        }
+        if !self.conns.contains_key(addr) {
+            match self.open(addr) {
+                Ok(conn) => {
+                    self.conns.insert(addr.clone(), conn);
+                }
+                Err(e) => {
+                    self.note_failed(addr);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.conns.get_mut(addr).expect("inserted above"))
+    }
+
+    /// Opens a connection to one node; `READONLY` on it when reads may go
+    /// to replicas.
+    fn open(&self, addr: &NodeAddr) -> Result<Connection> {
+        let mut conn = Connection::connect(&self.options.for_node(addr))?;
+        if self.options.read_from_replicas {
+            // READONLY marks the connection as diverged from its options,
+            // so it is never silently replaced without it: the cluster
+            // reopens it instead.
+            conn.query::<()>(["READONLY"])
+                .map_err(|e| Error::Handshake {
+                    step: "READONLY",
+                    source: Box::new(e),
+                })?;
+        }
+        Ok(conn)
+    }
+
+    /// Forgets a node's connection (it failed), and asks for a refresh.
+    pub(super) fn drop_conn(&mut self, addr: &NodeAddr) {
+        self.conns.remove(addr);
+        self.note_failed(addr);
+    }
+
+    /// Notes that `addr` failed: asked last on refresh, and a refresh is
+    /// wanted.
+    pub(super) fn note_failed(&mut self, addr: &NodeAddr) {
+        self.failed.retain(|a| a != addr);
+        self.failed.push(addr.clone());
+        if self.failed.len() > 64 {
+            self.failed.remove(0);
+        }
+        self.refresh_wanted = true;
+    }
+
+    /// Asks for a full refresh when the cooldown allows.
+    pub(super) fn want_refresh(&mut self) {
+        self.refresh_wanted = true;
+    }
+
+    /// Refreshes now if one is wanted and the cooldown has passed. However
+    /// many were asked for, this makes at most one.
+    pub(super) fn refresh_if_due(&mut self) {
+        if self.refresh_wanted && self.cooldown_left().is_zero() {
+            // A failed refresh keeps the old map; the next request retries.
+            let _ = self.refresh();
+        }
+    }
+
+    /// Time until a refresh is allowed.
+    pub(super) fn cooldown_left(&self) -> Duration {
+        match self.last_refresh {
+            None => Duration::ZERO,
+            Some(at) => self.options.refresh_cooldown.saturating_sub(at.elapsed()),
+        }
+    }
+
+    /// Whether a refresh is wanted.
+    pub(super) fn refresh_wanted(&self) -> bool {
+        self.refresh_wanted
+    }
+
+    /// Asks known nodes, in random order with the ones that failed lately
+    /// last, then the seeds, for `CLUSTER SLOTS`: the first complete answer
+    /// wins, else the one serving most slots. A node that cannot answer
+    /// never stops the search.
+    pub(super) fn refresh(&mut self) -> Result<()> {
+        self.last_refresh = Some(Instant::now());
+        self.refresh_wanted = false;
+        self.refreshes += 1;
+        let mut best: Option<SlotMap> = None;
+        let mut errors = Vec::new();
+        for addr in self.candidates() {
+            match self.ask_slots(&addr) {
+                Ok(map) if map.is_complete() => {
+                    best = Some(map);
+                    break;
+                }
+                Ok(map) => {
+                    if best.as_ref().map_or(true, |b| map.served() > b.served()) {
+                        best = Some(map);
+                    }
+                }
+                Err(e) => {
+                    errors.push(format!("{}: {}", addr, e));
+                    self.note_failed(&addr);
+                    self.refresh_wanted = false;
+                }
+            }
+        }
+        match best {
+            Some(map) if map.served() > 0 => {
+                self.install(map);
+                Ok(())
+            }
+            _ => {
+                self.refresh_wanted = true;
+                Err(Error::Config(format!(
+                    "cluster: expected a node to answer CLUSTER SLOTS with a slot map, found none: {}",
+                    if errors.is_empty() {
+                        "no node serves any slot".to_string()
+                    } else {
+                        errors.join("; ")
+                    }
+                )))
+            }
+        }
+    }
+
+    /// The nodes to ask for the slot map, in order.
+    fn candidates(&mut self) -> Vec<NodeAddr> {
+        let mut known: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();
+        self.rng.shuffle(&mut known);
+        for seed in &self.seeds {
+            if !known.contains(seed) {
+                known.push(seed.clone());
+            }
+        }
+        // Stable: the ones that failed lately go last, the latest last.
+        let failed = &self.failed;
+        known.sort_by_key(|a| failed.iter().position(|f| f == a).map_or(0, |i| i + 1));
+        known
+    }
+
+    /// One node's slot map.
+    fn ask_slots(&mut self, addr: &NodeAddr) -> Result<SlotMap> {
+        let conn = self.conn(addr)?;
+        match conn.call_encoded(CLUSTER_SLOTS) {
+            Ok(Value::Error(line)) => Err(Error::Server(Box::new(crate::ServerError::new(&line)))),
+            Ok(reply) => SlotMap::from_cluster_slots(&reply, addr),
+            Err(e) => {
+                self.conns.remove(addr);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes `map` the slot map; closes connections to nodes it no longer
+    /// names. A different set of nodes may run another version: the
+    /// command table is fetched again.
+    fn install(&mut self, map: SlotMap) {
+        let before: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();
+        self.map = map;
+        let now: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();
+        self.conns.retain(|addr, _| now.contains(addr));
+        if before != now && !before.is_empty() {
+            self.fetch_table();
+        }
+    }
+
+    /// The server's command table, from the first primary that gives it; a
+    /// cluster that refuses `COMMAND` leaves the built-in rules.
+    pub(super) fn fetch_table(&mut self) {
+        let primaries: Vec<NodeAddr> = self.map.primaries().into_iter().cloned().collect();
+        for addr in primaries {
+            let reply = match self.conn(&addr) {
+                Ok(conn) => conn.call_encoded(COMMAND),
+                Err(_) => continue,
+            };
+            match reply {
+                Ok(v @ Value::Array(_)) | Ok(v @ Value::Map(_)) => {
+                    if let Ok(table) = CommandTable::from_reply(&v) {
+                        self.table = table;
+                    }
+                    return;
+                }
+                Ok(_) => return,
+                Err(_) => {
+                    self.conns.remove(&addr);
+                }
+            }
+        }
+    }
+
+    /// A primary picked at random, for commands without keys.
+    pub(super) fn random_primary(&mut self) -> Option<NodeAddr> {
+        let primaries = self.map.primaries();
+        if primaries.is_empty() {
+            return None;
+        }
+        let i = self.rng.below(primaries.len());
+        Some(primaries[i].clone())
+    }
+
+    /// For a read: one of the slot's replicas, rotating, or its primary
+    /// when it has none.
+    pub(super) fn reader_for(&mut self, slot: u16) -> Option<NodeAddr> {
+        let pick = self.rng.next();
+        let shard = self.map.shard(slot)?;
+        let live: Vec<&NodeAddr> = shard
+            .replicas
+            .iter()
+            .filter(|r| !self.failed.contains(r))
+            .collect();
+        if live.is_empty() {
+            return Some(shard.primary.clone());
+        }
+        Some(live[(pick % live.len() as u64) as usize].clone())
+    }
+
+    /// Every primary, sorted by address.
+    pub(super) fn primaries(&self) -> Vec<NodeAddr> {
+        self.map.primaries().into_iter().cloned().collect()
+    }
+}
+
+/// An address for parsing an empty map.
+fn placeholder() -> NodeAddr {
+    NodeAddr {
+        host: String::new(),
+        port: 0,
+    }
+}
+
+/// A small xorshift generator seeded from std's random hasher keys: enough
+/// to spread load and refreshes, not for secrets.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = RandomState::new().build_hasher().finish();
+        Rng(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+}
