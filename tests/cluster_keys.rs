@@ -1,3 +1,4 @@
+#![cfg(feature = "cluster")]
 //! Redis Cluster key handling against real redis-server processes (see
 //! tests/support/mod.rs): `respline::cluster::key_slot` against the
 //! server's `CLUSTER KEYSLOT`, and the key positions of

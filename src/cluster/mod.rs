@@ -29,6 +29,7 @@ mod multi;
 mod nodes;
 mod options;
 mod plan;
+mod pubsub;
 mod run;
 mod scan;
 mod slot;
@@ -51,6 +52,7 @@ use run::Resend;
 use topology::NodeAddr;
 
 pub use options::ClusterOptions;
+pub use pubsub::ShardSubscriber;
 pub use scan::{ClusterScan, ClusterScanIter};
 pub use slot::key_slot;
 

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::plan::{split_args, Planner};
-use super::run::{copy_error, millis, Action, Resend};
+use super::run::{copy_error, millis, transport_failure, Action, Resend};
 use super::slot::key_slot;
 use super::topology::NodeAddr;
 use super::Cluster;
@@ -30,7 +30,7 @@ impl Cluster {
         each: &mut dyn FnMut(usize, Value) -> Result<()>,
     ) -> Result<()> {
         let slot = self.planner().common_slot(pipe.as_bytes(), pipe.len())?;
-        let replies = self.on_slot_node(slot, resend, |conn| pipe.execute_raw(conn))?;
+        let replies = self.on_slot_node(slot, resend, true, |conn| pipe.execute_raw(conn))?;
         let mut first_error = None;
         for (i, v) in replies.into_iter().enumerate() {
             if let Err(e) = each(i, v) {
@@ -75,7 +75,9 @@ impl Cluster {
         let mut bytes = Vec::new();
         watch.write_command(&mut bytes);
         let slot = watched_slot(&bytes)?;
-        self.on_slot_node(Some(slot), Resend::Never, |conn| {
+        // No ASKING here: it would cover WATCH alone, not `f`'s reads. A
+        // slot being migrated is waited out instead.
+        self.on_slot_node(Some(slot), Resend::Never, false, |conn| {
             transaction(conn, keys, options, &mut f)
         })
     }
@@ -92,11 +94,13 @@ impl Cluster {
 
     /// Runs `attempt` on the connection to the node serving `slot` (any
     /// primary for `None`), again after each redirect or refusal that
-    /// shows nothing ran, within the retry bounds.
+    /// shows nothing ran, within the retry bounds. An `ASK` is followed
+    /// (`ASKING` first) when `follow_ask`, else waited out.
     fn on_slot_node<R>(
         &mut self,
         slot: Option<u16>,
         resend: Resend,
+        follow_ask: bool,
         mut attempt: impl FnMut(&mut Connection) -> Result<R>,
     ) -> Result<R> {
         let started = Instant::now();
@@ -115,7 +119,7 @@ impl Cluster {
                         slot.unwrap_or(0)
                     ));
                     self.nodes.want_refresh();
-                    self.give_up_or_pause(&e, attempts, &mut pauses, started)?;
+                    self.give_up_or_pause(&e, attempts, true, &mut pauses, started)?;
                     continue;
                 }
             };
@@ -129,22 +133,24 @@ impl Cluster {
             };
             let action = match action {
                 Some(a) => a,
-                None if !e.may_have_reached_server() || resend == Resend::Idempotent => {
-                    if !e.may_have_reached_server() {
-                        self.nodes.drop_conn(&addr);
+                None if transport_failure(&e) => {
+                    if e.may_have_reached_server() && resend == Resend::Never {
+                        return Err(e);
                     }
+                    self.nodes.drop_conn(&addr);
                     Action::Pause
                 }
                 None => return Err(e),
             };
-            match action {
-                Action::Ask(to) => {
-                    self.give_up_or_pause(&e, attempts, &mut 0, started)?;
+            let pause = match action {
+                Action::Ask(to) if follow_ask => {
                     ask = Some(to);
+                    false
                 }
-                Action::Resend => self.give_up_or_pause(&e, attempts, &mut 0, started)?,
-                Action::Pause => self.give_up_or_pause(&e, attempts, &mut pauses, started)?,
-            }
+                Action::Ask(_) | Action::Pause => true,
+                Action::Resend => false,
+            };
+            self.give_up_or_pause(&e, attempts, pause, &mut pauses, started)?;
         }
     }
 
@@ -173,11 +179,12 @@ impl Cluster {
     }
 
     /// Fails with [`Error::GaveUp`] when the bounds are used up, else
-    /// pauses (when `pauses` counts them) before the next attempt.
+    /// pauses before the next attempt if `pause` (longer each time).
     fn give_up_or_pause(
         &self,
         e: &Error,
         attempts: u32,
+        pause: bool,
         pauses: &mut u32,
         started: Instant,
     ) -> Result<()> {
@@ -190,21 +197,12 @@ impl Cluster {
                 last: Box::new(copy_error(e)),
             });
         }
-        if *pauses > 0 || pauses_wanted(e) {
+        if pause {
             *pauses += 1;
             self.nodes.pause(*pauses, started);
         }
         Ok(())
     }
-}
-
-/// Whether a failure asks for a pause before the next attempt (anything
-/// but a plain redirect).
-fn pauses_wanted(e: &Error) -> bool {
-    !matches!(
-        redirect_line(e).as_deref().map(|l| l.split(' ').next()),
-        Some(Some("MOVED")) | Some(Some("ASK"))
-    )
 }
 
 /// The error line of a redirect or refusal inside `e`: a server error, or

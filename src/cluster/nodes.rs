@@ -55,6 +55,23 @@ impl Nodes {
         Ok(nodes)
     }
 
+    /// A copy with the same options, slot map and command table, and no
+    /// connections of its own yet.
+    pub(super) fn sibling(&self) -> Nodes {
+        Nodes {
+            options: self.options.clone(),
+            seeds: self.seeds.clone(),
+            map: self.map.clone(),
+            table: self.table.clone(),
+            conns: HashMap::new(),
+            failed: self.failed.clone(),
+            last_refresh: self.last_refresh,
+            refresh_wanted: self.refresh_wanted,
+            refreshes: 0,
+            rng: Rng::new(),
+        }
+    }
+
     /// The connection to `addr`, opened (or reopened, if broken) as needed.
     /// A node that cannot be reached is noted as failed, and a refresh is
     /// wanted: it may have been replaced.

@@ -296,7 +296,7 @@ impl Nodes {
             None => return,
         };
         outcome.pause = true;
-        if !reached || resend == Resend::Idempotent {
+        if (!reached || resend == Resend::Idempotent) && transport_failure(&error) {
             job.ask = None;
             job.last = Some(error);
             return;
@@ -412,6 +412,16 @@ impl Nodes {
             replies.push(merge(part.merge, values, &orders, &plan.key_order)?);
         }
         Ok(replies)
+    }
+}
+
+/// A failure of the connection to a node (not a refusal, a usage error or
+/// the caller's own): the node may be failing over.
+pub(super) fn transport_failure(e: &Error) -> bool {
+    match e {
+        Error::NotSent { .. } | Error::Connect { .. } | Error::Broken { .. } => true,
+        Error::Handshake { source, .. } => !source.is_server(),
+        _ => e.is_io() || e.is_timeout(),
     }
 }
 
