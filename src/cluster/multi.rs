@@ -174,7 +174,7 @@ impl Cluster {
     fn node_for(&mut self, slot: Option<u16>) -> Option<NodeAddr> {
         match slot {
             Some(s) => self.nodes.map.primary(s).cloned(),
-            None => self.nodes.random_primary(),
+            None => self.nodes.random_primary().cloned(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! connection per node, and the refresh rule (single-flight, with a
 //! cooldown, never forgetting the seeds).
 
+use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -271,29 +272,32 @@ impl Nodes {
     }
 
     /// A primary picked at random, for commands without keys.
-    pub(super) fn random_primary(&mut self) -> Option<NodeAddr> {
+    pub(super) fn random_primary(&self) -> Option<&NodeAddr> {
         let primaries = self.map.primaries();
         if primaries.is_empty() {
             return None;
         }
-        let i = self.rng.below(primaries.len());
-        Some(primaries[i].clone())
+        Some(primaries[self.rng.below(primaries.len())])
     }
 
-    /// For a read: one of the slot's replicas, rotating, or its primary
-    /// when it has none.
-    pub(super) fn reader_for(&mut self, slot: u16) -> Option<NodeAddr> {
-        let pick = self.rng.next();
+    /// For a read: one of the slot's replicas that has not failed lately,
+    /// picked at random, or its primary when there is none.
+    pub(super) fn reader_for(&self, slot: u16) -> Option<&NodeAddr> {
         let shard = self.map.shard(slot)?;
-        let live: Vec<&NodeAddr> = shard
+        let live = shard
             .replicas
             .iter()
             .filter(|r| !self.failed.contains(r))
-            .collect();
-        if live.is_empty() {
-            return Some(shard.primary.clone());
+            .count();
+        if live == 0 {
+            return Some(&shard.primary);
         }
-        Some(live[(pick % live.len() as u64) as usize].clone())
+        let pick = self.rng.below(live);
+        shard
+            .replicas
+            .iter()
+            .filter(|r| !self.failed.contains(r))
+            .nth(pick)
     }
 
     /// Every primary, sorted by address.
@@ -312,28 +316,28 @@ fn placeholder() -> NodeAddr {
 
 /// A small xorshift generator seeded from std's random hasher keys: enough
 /// to spread load and refreshes, not for secrets.
-struct Rng(u64);
+struct Rng(Cell<u64>);
 
 impl Rng {
     fn new() -> Rng {
         let seed = RandomState::new().build_hasher().finish();
-        Rng(seed | 1)
+        Rng(Cell::new(seed | 1))
     }
 
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
+    fn next(&self) -> u64 {
+        let mut x = self.0.get();
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        self.0 = x;
+        self.0.set(x);
         x
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    fn below(&self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
-    fn shuffle<T>(&mut self, items: &mut [T]) {
+    fn shuffle<T>(&self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             let j = self.below(i + 1);
             items.swap(i, j);

@@ -142,9 +142,12 @@ impl Planner<'_> {
             ..Plan::default()
         };
         let mut at = 0;
+        let mut args: Vec<&[u8]> = Vec::new();
         for caller in 0..count {
             let end = split_args(bytes, at, &mut self.args)?;
-            self.plan_one(&mut plan, caller, bytes, (at, end))?;
+            args.clear();
+            args.extend(self.args.iter().map(|r| &bytes[r.clone()]));
+            self.plan_one(&mut plan, caller, &args, (at, end))?;
             at = end;
         }
         if at != bytes.len() {
@@ -180,13 +183,12 @@ impl Planner<'_> {
         &mut self,
         plan: &mut Plan,
         caller: usize,
-        bytes: &[u8],
+        args: &[&[u8]],
         span: (usize, usize),
     ) -> Result<()> {
-        let args: Vec<&[u8]> = self.args.iter().map(|r| &bytes[r.clone()]).collect();
         let first = plan.jobs.len();
         let src = Src::Caller(span.0, span.1);
-        if let Some(merge) = fan_out(&args) {
+        if let Some(merge) = fan_out(args) {
             for node in self.primaries {
                 plan.jobs
                     .push(job(caller, src, Target::Node(node.clone()), false));
@@ -197,12 +199,12 @@ impl Planner<'_> {
             });
             return Ok(());
         }
-        let kind = self.table.key_positions(&args, &mut self.positions);
+        let kind = self.table.key_positions(args, &mut self.positions);
         let readonly = matches!(kind, CommandKind::Known { readonly: true });
-        let target = match self.one_slot(&args) {
+        let target = match self.one_slot(args) {
             Ok(Some(slot)) => Target::Slot(slot),
             Ok(None) => Target::Any,
-            Err(slots) => return self.split(plan, caller, &args, slots, readonly),
+            Err(slots) => return self.split(plan, caller, args, slots, readonly),
         };
         plan.jobs.push(job(caller, src, target, readonly));
         plan.parts.push(Part {
@@ -299,19 +301,31 @@ fn job(caller: usize, bytes: Src, target: Target, readonly: bool) -> Job {
 
 /// Commands that go to every primary, and how their replies merge.
 fn fan_out(args: &[&[u8]]) -> Option<Merge> {
-    let name = upper(args.first()?);
-    let sub = args.get(1).map(|s| upper(s)).unwrap_or_default();
-    match (name.as_str(), sub.as_str()) {
-        ("PING", _) | ("SCRIPT", "LOAD") | ("FUNCTION", "LOAD") => Some(Merge::First),
-        ("FLUSHDB", _) | ("FLUSHALL", _) | ("SCRIPT", "FLUSH") => Some(Merge::First),
-        ("FUNCTION", "FLUSH") | ("FUNCTION", "DELETE") | ("FUNCTION", "RESTORE") => {
-            Some(Merge::First)
-        }
-        ("DBSIZE", _) => Some(Merge::Sum),
-        ("KEYS", _) => Some(Merge::Concat),
-        ("SCRIPT", "EXISTS") => Some(Merge::And),
-        _ => None,
+    let is = |i: usize, name: &str| {
+        args.get(i)
+            .map_or(false, |a| a.eq_ignore_ascii_case(name.as_bytes()))
+    };
+    if is(0, "PING") || is(0, "FLUSHDB") || is(0, "FLUSHALL") {
+        return Some(Merge::First);
     }
+    if is(0, "DBSIZE") {
+        return Some(Merge::Sum);
+    }
+    if is(0, "KEYS") {
+        return Some(Merge::Concat);
+    }
+    if is(0, "SCRIPT") {
+        return match () {
+            _ if is(1, "LOAD") || is(1, "FLUSH") => Some(Merge::First),
+            _ if is(1, "EXISTS") => Some(Merge::And),
+            _ => None,
+        };
+    }
+    if is(0, "FUNCTION") && (is(1, "LOAD") || is(1, "FLUSH") || is(1, "DELETE") || is(1, "RESTORE"))
+    {
+        return Some(Merge::First);
+    }
+    None
 }
 
 /// A command name in upper case (names are ASCII; anything else stays

@@ -2,7 +2,7 @@
 //! group's replies are read, redirects and retries within the bounds, and
 //! the replies put back in the caller's order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -135,66 +135,73 @@ impl Nodes {
     /// nowhere to go waits for a refresh.
     fn group(&mut self, plan: &mut Plan, caller: &[u8], outcome: &mut RoundOutcome) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<NodeAddr, usize> = HashMap::new();
+        let mut unserved = false;
         for j in 0..plan.jobs.len() {
-            if !matches!(plan.jobs[j].outcome, Outcome::Pending) {
+            let job = &mut plan.jobs[j];
+            if !matches!(job.outcome, Outcome::Pending) {
                 continue;
             }
-            plan.jobs[j].attempts += 1;
-            let addr = match self.address_of(&plan.jobs[j]) {
+            job.attempts += 1;
+            let addr = match self.address_of(job) {
                 Some(addr) => addr,
                 None => {
-                    let slot = match plan.jobs[j].target {
+                    let slot = match job.target {
                         Target::Slot(s) => s,
                         _ => 0,
                     };
-                    plan.jobs[j].last = Some(Error::Config(format!(
+                    job.last = Some(Error::Config(format!(
                         "cluster: expected a node serving slot {}, found none in the slot map",
                         slot
                     )));
-                    self.want_refresh();
-                    outcome.pause = true;
+                    unserved = true;
                     continue;
                 }
             };
-            let g = *index.entry(addr.clone()).or_insert_with(|| {
-                groups.push(Group {
-                    addr,
-                    bytes: Vec::new(),
-                    entries: Vec::new(),
-                    replies: 0,
-                    received: VecDeque::new(),
-                    failure: None,
-                });
-                groups.len() - 1
-            });
+            // Few nodes: a linear search beats hashing an address.
+            let g = match groups.iter().position(|g| &g.addr == addr) {
+                Some(g) => g,
+                None => {
+                    groups.push(Group {
+                        addr: addr.clone(),
+                        bytes: Vec::new(),
+                        entries: Vec::new(),
+                        replies: 0,
+                        received: VecDeque::new(),
+                        failure: None,
+                    });
+                    groups.len() - 1
+                }
+            };
             let group = &mut groups[g];
-            let asking = plan.jobs[j].ask.is_some();
+            let asking = job.ask.is_some();
             if asking {
                 group.bytes.extend_from_slice(ASKING);
                 group.replies += 1;
             }
-            group
-                .bytes
-                .extend_from_slice(plan.bytes(caller, plan.jobs[j].bytes));
+            let src = job.bytes;
+            group.bytes.extend_from_slice(plan.bytes(caller, src));
             group.replies += 1;
             group.entries.push((j, asking));
+        }
+        if unserved {
+            self.want_refresh();
+            outcome.pause = true;
         }
         groups
     }
 
     /// The node a job goes to now.
-    fn address_of(&mut self, job: &Job) -> Option<NodeAddr> {
+    fn address_of<'a>(&'a self, job: &'a Job) -> Option<&'a NodeAddr> {
         if let Some(addr) = &job.ask {
-            return Some(addr.clone());
+            return Some(addr);
         }
         match &job.target {
-            Target::Node(addr) => Some(addr.clone()),
+            Target::Node(addr) => Some(addr),
             Target::Any => self.random_primary(),
             Target::Slot(slot) if job.readonly && self.options.read_from_replicas => {
                 self.reader_for(*slot)
             }
-            Target::Slot(slot) => self.map.primary(*slot).cloned(),
+            Target::Slot(slot) => self.map.primary(*slot),
         }
     }
 

@@ -9,6 +9,8 @@
 //!
 //! Std only: readiness checks and [`RedisServer::raw_command`] speak RESP
 //! over raw sockets, so the harness does not depend on the code under test.
+//!
+//! [`cluster`] builds a real Redis Cluster out of such servers.
 
 // Every test binary includes this module but uses only part of it.
 #![allow(dead_code)]
@@ -24,6 +26,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A real Redis Cluster of such servers, with fault injection.
+pub mod cluster;
 
 /// The loopback address every server binds.
 pub const HOST: &str = "127.0.0.1";
@@ -53,6 +58,10 @@ pub struct RedisServer {
     dir: PathBuf,
     extra: Vec<String>,
     password: Option<String>,
+    /// Whether the server gets a watchdog (see [`WATCHDOG_SCRIPT`]).
+    guarded: bool,
+    /// The watchdog, when `guarded`: it lives as long as this value.
+    watchdog: Option<Child>,
 }
 
 impl RedisServer {
@@ -83,6 +92,8 @@ impl RedisServer {
             dir,
             extra,
             password,
+            guarded: false,
+            watchdog: None,
         };
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
@@ -154,6 +165,11 @@ impl RedisServer {
     /// Kills the server with SIGKILL and waits for it to exit. Does nothing
     /// if it is not running.
     pub fn kill(&mut self) {
+        if self.guarded {
+            // First, so that the watchdog can never kill another process
+            // that gets this pid once the server is reaped.
+            let _ = fs::remove_file(self.dir.join(WATCHED_PID_FILE));
+        }
         if let Some(mut child) = self.child.take() {
             // Err means it already exited; wait reaps it either way.
             let _ = child.kill();
@@ -290,6 +306,12 @@ impl RedisServer {
         // On restart the log already holds an old "ready" line: only look
         // at what this process writes.
         let log_start = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        if self.guarded && self.watchdog.is_none() {
+            let watchdog = spawn_watchdog(&self.dir).map_err(|e| {
+                StartError::Fatal(format!("could not spawn the watchdog (sh): {}", e))
+            })?;
+            self.watchdog = Some(watchdog);
+        }
         let stdout = File::create(self.dir.join("stdout.log")).map_err(fatal)?;
         let stderr = File::create(self.dir.join("stderr.log")).map_err(fatal)?;
         let child = Command::new(binary)
@@ -304,6 +326,17 @@ impl RedisServer {
             })?;
         self.pid = child.id();
         self.child = Some(child);
+        if self.guarded {
+            let pid_file = self.dir.join(WATCHED_PID_FILE);
+            if let Err(e) = fs::write(&pid_file, format!("{}\n", self.pid)) {
+                self.kill();
+                return Err(StartError::Fatal(format!(
+                    "could not write {} for the watchdog: {}",
+                    pid_file.display(),
+                    e
+                )));
+            }
+        }
 
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -312,7 +345,7 @@ impl RedisServer {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                self.child = None;
+                self.kill();
                 let tail = self.log_tail(20);
                 let why = format!(
                     "redis-server (pid {}) on port {} exited during startup with {}:\n{}",
@@ -365,6 +398,11 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // The watchdog first: it must not act while the test is alive.
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
         self.kill();
         release_port(self.port);
         let _ = fs::remove_dir_all(&self.dir);
@@ -498,14 +536,63 @@ fn log_says_ready(log: &Path, start: u64) -> bool {
 }
 
 /// A command as a RESP array of bulk strings.
-pub fn encode(args: &[&str]) -> Vec<u8> {
+pub fn encode<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
+        let arg = arg.as_ref();
         out.extend(format!("${}\r\n", arg.len()).into_bytes());
-        out.extend(arg.as_bytes());
+        out.extend(arg);
         out.extend(b"\r\n");
     }
     out
+}
+
+/// In a guarded server's directory: the pid of its running process, for
+/// the watchdog. Written right after each spawn, removed before each kill.
+const WATCHED_PID_FILE: &str = "watched.pid";
+
+/// The shell script of a watchdog, one per guarded server (for the life of
+/// its `RedisServer`, across kills and restarts). It ignores the signals a
+/// terminal or `timeout` sends to the whole process group (so Ctrl-C does
+/// not stop it before it has cleaned up) and blocks reading its stdin, a
+/// pipe whose only writer is this test process. Nothing is ever written, so
+/// the read returns only at end of file, which the kernel delivers when the
+/// test process is gone, however it ended (normal exit without running the
+/// destructors of statics, panic, a signal, SIGKILL). It then kills the
+/// process named in `$1/watched.pid` if that is still a redis-server, waits
+/// (at most 5 s) until it is dead, so that it cannot write into its
+/// directory any more, and removes the directory `$1`. While the test runs,
+/// Drop kills the watchdog before anything else, so the script never runs
+/// then.
+const WATCHDOG_SCRIPT: &str = r#"trap '' HUP INT QUIT TERM
+read -r _line
+pid=$(cat "$1/watched.pid" 2>/dev/null)
+if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ]; then
+    kill -9 "$pid"
+    n=0
+    while [ "$n" -lt 100 ]; do
+        state=$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)
+        if [ -z "$state" ] || [ "$state" = Z ]; then break; fi
+        sleep 0.05
+        n=$((n + 1))
+    done
+fi
+rm -rf -- "$1" || { sleep 0.2; rm -rf -- "$1"; }"#;
+
+/// Spawns the watchdog of the server directory `dir` (see
+/// [`WATCHDOG_SCRIPT`]). The write end of its stdin stays in the returned
+/// `Child`; std opens pipes close-on-exec, so no other child process
+/// inherits it.
+fn spawn_watchdog(dir: &Path) -> io::Result<Child> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(WATCHDOG_SCRIPT)
+        .arg("respline-watchdog")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 /// Connects to the loopback `port`, writes `request` and reads until
