@@ -7,7 +7,9 @@ mod support;
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use respline::{
     cmd, transaction, ConnectOptions, Connection, Error, Pipeline, Protocol, Script, ServerError,
@@ -163,23 +165,23 @@ fn pipeline_after_script_flush_has_no_noscript() {
 
     let mut pipe = Pipeline::new();
     pipe.cmd(["SET", "counter", "10"]); // 0
-    let i = script.key("counter").arg(5).add_to(&mut pipe); // 1: SHA, 2: result
-    pipe.cmd(["GET", "counter"]); // 3
-    assert_eq!((i, pipe.len()), (2, 4));
+    let i = script.key("counter").arg(5).add_to(&mut pipe); // 1: EVAL
+    pipe.cmd(["GET", "counter"]); // 2
+    assert_eq!((i, pipe.len()), (1, 3));
     let replies = pipe.execute(&mut conn).unwrap();
     assert_eq!(
         replies,
         [
             Value::SimpleString("OK".into()),
-            Value::from(script.sha()),
             Value::Integer(15),
             Value::from("15"),
         ]
     );
 
-    // Many calls of one script: one load, then EVALSHAs only.
+    // Many calls of one script: one load, then EVALSHAs only, in a
+    // transaction (nothing can run between them).
     let () = conn.query(["SCRIPT", "FLUSH"]).unwrap();
-    let mut pipe = Pipeline::new();
+    let mut pipe = Pipeline::transaction();
     let load = script.add_load_to(&mut pipe);
     let calls: Vec<usize> = (1..=3)
         .map(|n| script.key("counter").arg(n).add_evalsha_to(&mut pipe))
@@ -188,14 +190,14 @@ fn pipeline_after_script_flush_has_no_noscript() {
     let (sha, a, b, c): (String, i64, i64, i64) = pipe.query(&mut conn).unwrap();
     assert_eq!((sha.as_str(), a, b, c), (script.sha(), 16, 18, 21));
 
-    // The same layout inside a transaction, after another flush.
+    // The same in a transaction, after another flush.
     let () = conn.query(["SCRIPT", "FLUSH"]).unwrap();
     let mut tx = Pipeline::transaction();
     let i = script.key("counter").arg(100).add_to(&mut tx);
     tx.cmd(["GET", "counter"]);
-    assert_eq!(i, 1);
-    let (sha, n, s): (String, i64, String) = tx.query(&mut conn).unwrap();
-    assert_eq!((sha.as_str(), n, s.as_str()), (script.sha(), 121, "121"));
+    assert_eq!(i, 0);
+    let (n, s): (i64, String) = tx.query(&mut conn).unwrap();
+    assert_eq!((n, s.as_str()), (121, "121"));
 
     // Without the load, a flushed script is a NOSCRIPT error at its own
     // index (what add_evalsha_to documents), and the pipeline is not re-run.
@@ -480,4 +482,86 @@ fn retries_and_commits_when_interference_stops() {
         now, 22,
         "the second attempt read 11, after the interference"
     );
+}
+
+/// Runs `SCRIPT FLUSH` every 3 ms on its own connection until stopped;
+/// returns how many flushes ran.
+fn flush_scripts_until(server: &RedisServer, stop: &AtomicBool) -> usize {
+    let mut conn = connect(server);
+    let mut flushes = 0;
+    while !stop.load(Ordering::Relaxed) {
+        conn.execute(["SCRIPT", "FLUSH"]).unwrap();
+        flushes += 1;
+        thread::sleep(Duration::from_millis(3));
+    }
+    flushes
+}
+
+#[test]
+fn large_script_pipelines_never_meet_noscript_under_concurrent_flushes() {
+    // Redis reads a large pipeline in pieces and serves other clients in
+    // between, so a SCRIPT FLUSH can land between any two of its commands.
+    let server = RedisServer::start();
+    let script = Script::new("return ARGV[1]");
+    let stop = AtomicBool::new(false);
+    let (flushes, pipelines, noscript) = thread::scope(|s| {
+        let flusher = s.spawn(|| flush_scripts_until(&server, &stop));
+        let mut conn = connect(&server);
+        let (mut pipelines, mut noscript) = (0, 0);
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            let mut pipe = Pipeline::new();
+            for i in 0..1000 {
+                script.arg(format!("{:090}", i)).add_to(&mut pipe);
+            }
+            assert!(
+                pipe.as_bytes().len() >= 100_000,
+                "{}",
+                pipe.as_bytes().len()
+            );
+            let replies = pipe.execute_raw(&mut conn).unwrap();
+            for reply in &replies {
+                match reply {
+                    Value::Error(e) if e.starts_with("NOSCRIPT") => noscript += 1,
+                    Value::Error(e) => panic!("unexpected error reply {}", e),
+                    _ => {}
+                }
+            }
+            pipelines += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        (flusher.join().unwrap(), pipelines, noscript)
+    });
+    eprintln!(
+        "{} pipelines of 1,000 scripts, {} concurrent flushes",
+        pipelines, flushes
+    );
+    assert!(
+        pipelines >= 5 && flushes >= 100,
+        "{} pipelines, {} flushes",
+        pipelines,
+        flushes
+    );
+    assert_eq!(noscript, 0, "NOSCRIPT replies reached the caller");
+}
+
+#[test]
+fn invoke_under_concurrent_flushes_runs_each_script_exactly_once() {
+    let server = RedisServer::start();
+    let script = Script::new("return redis.call('INCR', KEYS[1])");
+    let stop = AtomicBool::new(false);
+    let calls = 300;
+    thread::scope(|s| {
+        let flusher = s.spawn(|| flush_scripts_until(&server, &stop));
+        let mut conn = connect(&server);
+        let big = "x".repeat(100_000);
+        for _ in 0..calls {
+            // A large argument makes each request take long enough to race.
+            let _: i64 = script.key("runs").arg(&big).invoke(&mut conn).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(flusher.join().unwrap() > 0);
+    });
+    let runs: i64 = connect(&server).query(["GET", "runs"]).unwrap();
+    assert_eq!(runs, calls, "every invoke ran its script exactly once");
 }

@@ -153,6 +153,13 @@ impl Planner<'_> {
         if at != bytes.len() {
             return Err(malformed(at));
         }
+        // A pipeline reads from replicas only if it only reads: a read
+        // after a write in it must see that write.
+        if plan.jobs.iter().any(|j| !j.readonly) {
+            for job in &mut plan.jobs {
+                job.readonly = false;
+            }
+        }
         Ok(plan)
     }
 

@@ -4,7 +4,13 @@
 //! `EVALSHA` sends 40 hex digits instead of the whole source, but fails with
 //! `NOSCRIPT` when the server's script cache does not hold the script (a
 //! restart, a failover, `SCRIPT FLUSH`). A `NOSCRIPT` reply means nothing ran,
-//! so loading the script and sending the `EVALSHA` again cannot run it twice.
+//! so sending the call again as `EVAL` with the source cannot run it twice.
+//!
+//! In a pipeline, [`ScriptInvocation::add_to`] queues `EVAL` with the
+//! source: one command that cannot meet `NOSCRIPT`, whatever other clients
+//! do meanwhile. (A `SCRIPT LOAD` queued before an `EVALSHA` is not enough
+//! in a plain pipeline: Redis may serve another client's `SCRIPT FLUSH`
+//! between the two.)
 
 mod sha1;
 
@@ -113,7 +119,9 @@ impl Script {
 
     /// Queues `SCRIPT LOAD <source>` in `pipe` and returns the index of its
     /// reply (the SHA). Later [`add_evalsha_to`](ScriptInvocation::add_evalsha_to)
-    /// calls in the same pipeline then cannot meet `NOSCRIPT`.
+    /// calls in the same [`Pipeline::transaction`] then cannot meet
+    /// `NOSCRIPT`; in a plain pipeline they can (see
+    /// [`add_to`](ScriptInvocation::add_to)).
     pub fn add_load_to(&self, pipe: &mut Pipeline) -> usize {
         pipe.cmd(["SCRIPT", "LOAD", self.source.as_str()]);
         pipe.len() - 1
@@ -151,9 +159,9 @@ impl Script {
 /// the order of the `key` and `arg` calls.
 ///
 /// Outside a pipeline, use [`invoke`](ScriptInvocation::invoke). In a
-/// pipeline, use [`add_to`](ScriptInvocation::add_to), which queues
-/// `SCRIPT LOAD` right before the `EVALSHA`, so the script is always there
-/// when it runs (see that method for the reply layout).
+/// pipeline, use [`add_to`](ScriptInvocation::add_to), which queues the
+/// call as `EVAL` with the source, so it runs whatever the server's script
+/// cache holds.
 #[derive(Clone, Debug)]
 pub struct ScriptInvocation<'a> {
     script: &'a Script,
@@ -245,67 +253,56 @@ impl<'a> ScriptInvocation<'a> {
         T::from_reply(client.call_encoded(&call)?, None)
     }
 
-    /// Queues `SCRIPT LOAD <source>` and then this `EVALSHA` in `pipe`, and
-    /// returns the index of the script's reply.
+    /// Queues this call in `pipe` as one `EVAL` with the script's source,
+    /// and returns the index of its reply.
     ///
-    /// This adds **two** commands, so **two** replies: the SHA from
-    /// `SCRIPT LOAD` at index `i - 1`, then the script's own reply at the
-    /// returned index `i`. Nothing is reordered or hidden: every later
-    /// command's reply is one further on than it would be without the load.
-    /// Because the load travels in the same write right before the
-    /// `EVALSHA`, there is no extra round trip and `NOSCRIPT` cannot happen,
-    /// even just after `SCRIPT FLUSH`. In a [`Pipeline::transaction`] the
-    /// same layout holds inside EXEC's replies.
+    /// `EVAL` carries the source, so it cannot fail with `NOSCRIPT`: not
+    /// after a restart or failover, not when another client runs `SCRIPT
+    /// FLUSH` while the pipeline is being read, whatever the pipeline's
+    /// size. It is one command with one reply, in its place among the
+    /// others. (It also caches the script, for later
+    /// [`invoke`](ScriptInvocation::invoke) calls.)
     ///
-    /// To call the same script many times in one pipeline, queue the load
-    /// once with [`Script::add_load_to`] and the calls with
-    /// [`add_evalsha_to`](ScriptInvocation::add_evalsha_to).
+    /// To send a long source once and then many short calls, queue
+    /// [`Script::add_load_to`] and then [`add_evalsha_to`](ScriptInvocation::add_evalsha_to)
+    /// calls in a [`Pipeline::transaction`], where nothing can run between
+    /// them. In a plain pipeline, Redis may serve another client's `SCRIPT
+    /// FLUSH` between the load and a call, which then fails with `NOSCRIPT`
+    /// (and does not run).
     ///
     /// ```
     /// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
     /// use respline::{Connection, Pipeline, Script, Value};
     ///
     /// let script = Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
-    /// # let canned = format!("+OK\r\n$40\r\n{}\r\n:15\r\n$2\r\n15\r\n", script.sha());
-    /// # let mut conn = Connection::new(FakeServer::replying(&[canned.as_bytes()]));
+    /// # let mut conn = Connection::new(FakeServer::replying(&[b"+OK\r\n:15\r\n$2\r\n15\r\n"]));
     /// let mut pipe = Pipeline::new();
     /// pipe.cmd(["SET", "counter", "10"]);                    // reply 0
-    /// let i = script.key("counter").arg(5).add_to(&mut pipe); // reply 1: SHA, reply 2: script
-    /// pipe.cmd(["GET", "counter"]);                          // reply 3
-    /// assert_eq!((i, pipe.len()), (2, 4));
+    /// let i = script.key("counter").arg(5).add_to(&mut pipe); // reply 1: the script's
+    /// pipe.cmd(["GET", "counter"]);                          // reply 2
+    /// assert_eq!((i, pipe.len()), (1, 3));
     ///
-    /// let replies = pipe.execute(&mut conn)?;
-    /// assert_eq!(replies[i - 1], Value::from(script.sha()));
-    /// assert_eq!(replies[i], Value::Integer(15));
-    /// assert_eq!(replies[3], Value::from("15"));
-    ///
-    /// // Or convert them all at once, one tuple element per reply:
-    /// # let canned = format!("+OK\r\n$40\r\n{}\r\n:20\r\n$2\r\n20\r\n", script.sha());
-    /// # let mut conn = Connection::new(FakeServer::replying(&[canned.as_bytes()]));
-    /// let ((), _sha, n, s): ((), String, i64, String) = pipe.query(&mut conn)?;
-    /// assert_eq!((n, s.as_str()), (20, "20"));
-    /// assert_eq!(conn.get_ref().writes(), 1);
+    /// let ((), n, s): ((), i64, String) = pipe.query(&mut conn)?;
+    /// assert_eq!((n, s.as_str()), (15, "15"));
+    /// assert!(conn.get_ref().requests().windows(4).any(|w| w == b"EVAL"));
     /// # Ok::<(), respline::Error>(())
     /// ```
     pub fn add_to(&self, pipe: &mut Pipeline) -> usize {
-        self.script.add_load_to(pipe);
-        self.add_evalsha_to(pipe)
-    }
-
-    /// Queues only this `EVALSHA` in `pipe` (one reply) and returns the index
-    /// of its reply. The script must be loaded already: by
-    /// [`Script::add_load_to`] earlier in the same pipeline (safe), or by an
-    /// earlier [`Script::load`] (a `SCRIPT FLUSH` or restart in between gives
-    /// a `NOSCRIPT` error reply at this index, and the pipeline is not
-    /// retried).
-    pub fn add_evalsha_to(&self, pipe: &mut Pipeline) -> usize {
-        pipe.cmd(Evalsha(self));
+        pipe.cmd(Call(self, "EVAL"));
         pipe.len() - 1
     }
 
-    /// Appends `EVALSHA <sha> <numkeys> <keys...> <args...>`.
-    fn write_evalsha(&self, out: &mut Vec<u8>) {
-        self.write_call("EVALSHA", &self.script.sha, out)
+    /// Queues only this `EVALSHA` in `pipe` (one reply) and returns the index
+    /// of its reply. The script must be in the server's cache when it runs:
+    /// safe after [`Script::add_load_to`] earlier in the same
+    /// [`Pipeline::transaction`]. Otherwise (an earlier
+    /// [`Script::load`], a load earlier in a plain pipeline) a `SCRIPT
+    /// FLUSH`, restart or failover in between gives a `NOSCRIPT` error reply
+    /// at this index (nothing ran), and the pipeline is not retried; prefer
+    /// [`add_to`](ScriptInvocation::add_to) then.
+    pub fn add_evalsha_to(&self, pipe: &mut Pipeline) -> usize {
+        pipe.cmd(Call(self, "EVALSHA"));
+        pipe.len() - 1
     }
 
     /// Appends `<command> <script> <numkeys> <keys...> <args...>`: EVALSHA
@@ -320,14 +317,20 @@ impl<'a> ScriptInvocation<'a> {
     }
 }
 
-/// The `EVALSHA` command of an invocation, for [`Pipeline::cmd`].
-struct Evalsha<'i, 's>(&'i ScriptInvocation<'s>);
+/// An invocation as `EVAL` (with the source) or `EVALSHA`, for
+/// [`Pipeline::cmd`].
+struct Call<'i, 's>(&'i ScriptInvocation<'s>, &'static str);
 
-impl crate::cmd::sealed::Sealed for Evalsha<'_, '_> {}
+impl crate::cmd::sealed::Sealed for Call<'_, '_> {}
 
-impl ToCommand for Evalsha<'_, '_> {
+impl ToCommand for Call<'_, '_> {
     fn write_command(&self, out: &mut Vec<u8>) {
-        self.0.write_evalsha(out)
+        let Call(invocation, command) = self;
+        let script = match *command {
+            "EVAL" => &invocation.script.source,
+            _ => &invocation.script.sha,
+        };
+        invocation.write_call(command, script, out)
     }
 }
 
@@ -353,7 +356,7 @@ mod tests {
         let script = Script::new("return 1");
         let call = script.arg("a1").key("k1").arg(2).key("k2");
         let mut out = Vec::new();
-        call.write_evalsha(&mut out);
+        call.write_call("EVALSHA", script.sha(), &mut out);
         let expected = format!(
             "*7\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n2\r\n$2\r\nk1\r\n$2\r\nk2\r\n$2\r\na1\r\n$1\r\n2\r\n",
             script.sha()
@@ -366,7 +369,7 @@ mod tests {
     fn no_keys_no_args() {
         let script = Script::new("return 1");
         let mut out = Vec::new();
-        script.invocation().write_evalsha(&mut out);
+        script.invocation().write_call("EVALSHA", script.sha(), &mut out);
         let expected = format!(
             "*3\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n0\r\n",
             script.sha()
@@ -375,17 +378,16 @@ mod tests {
     }
 
     #[test]
-    fn add_to_queues_load_then_evalsha() {
+    fn add_to_queues_one_eval_with_the_source() {
         let script = Script::new("return ARGV[1]");
         let mut pipe = Pipeline::new();
         pipe.cmd(["PING"]);
-        assert_eq!(script.arg("x").add_to(&mut pipe), 2);
-        assert_eq!(script.arg("y").add_evalsha_to(&mut pipe), 3);
-        assert_eq!(pipe.len(), 4);
+        assert_eq!(script.arg("x").add_to(&mut pipe), 1);
+        assert_eq!(script.arg("y").add_evalsha_to(&mut pipe), 2);
+        assert_eq!(pipe.len(), 3);
         let mut expected = Vec::new();
         ["PING"].write_command(&mut expected);
-        ["SCRIPT", "LOAD", "return ARGV[1]"].write_command(&mut expected);
-        ["EVALSHA", script.sha(), "0", "x"].write_command(&mut expected);
+        ["EVAL", "return ARGV[1]", "0", "x"].write_command(&mut expected);
         ["EVALSHA", script.sha(), "0", "y"].write_command(&mut expected);
         assert_eq!(pipe.as_bytes(), &expected[..]);
     }
