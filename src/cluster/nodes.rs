@@ -29,6 +29,10 @@ pub(super) struct Nodes {
     /// Nodes that failed lately, the latest last: asked last on refresh.
     failed: Vec<NodeAddr>,
     last_refresh: Option<Instant>,
+    /// The cooldown now: doubled (up to 8 times the configured one) by
+    /// each refresh that found the map unchanged, as while a failover is
+    /// pending; back to the configured one when the map changes.
+    cooldown: Duration,
     refresh_wanted: bool,
     /// Full refreshes made, for [`Cluster::refreshes`](super::Cluster::refreshes).
     pub(super) refreshes: u64,
@@ -47,6 +51,7 @@ impl Nodes {
             conns: HashMap::new(),
             failed: Vec::new(),
             last_refresh: None,
+            cooldown: options.refresh_cooldown,
             refresh_wanted: false,
             refreshes: 0,
             rng: Rng::new(),
@@ -67,6 +72,7 @@ impl Nodes {
             conns: HashMap::new(),
             failed: self.failed.clone(),
             last_refresh: self.last_refresh,
+            cooldown: self.cooldown,
             refresh_wanted: self.refresh_wanted,
             refreshes: 0,
             rng: Rng::new(),
@@ -101,7 +107,12 @@ impl Nodes {
     /// Opens a connection to one node; `READONLY` on it when reads may go
     /// to replicas.
     fn open(&self, addr: &NodeAddr) -> Result<Connection> {
-        let mut conn = Connection::connect(&self.options.for_node(addr))?;
+        let mut options = self.options.for_node(addr);
+        // A node that does not answer must not hold a request past its
+        // retry window.
+        let window = self.options.retry_window.max(Duration::from_secs(1));
+        options.connect_timeout = Some(options.connect_timeout.map_or(window, |t| t.min(window)));
+        let mut conn = Connection::connect(&options)?;
         if self.options.read_from_replicas {
             // READONLY marks the connection as diverged from its options,
             // so it is never silently replaced without it: the cluster
@@ -150,7 +161,7 @@ impl Nodes {
     pub(super) fn cooldown_left(&self) -> Duration {
         match self.last_refresh {
             None => Duration::ZERO,
-            Some(at) => self.options.refresh_cooldown.saturating_sub(at.elapsed()),
+            Some(at) => self.cooldown.saturating_sub(at.elapsed()),
         }
     }
 
@@ -238,6 +249,12 @@ impl Nodes {
     /// names. A different set of nodes may run another version: the
     /// command table is fetched again.
     fn install(&mut self, map: SlotMap) {
+        let base = self.options.refresh_cooldown;
+        self.cooldown = if map == self.map {
+            (self.cooldown * 2).min(base * 8)
+        } else {
+            base
+        };
         let before: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();
         self.map = map;
         let now: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();

@@ -268,20 +268,12 @@ impl Nodes {
         outcome: &mut RoundOutcome,
     ) {
         for &(j, asking) in &group.entries {
-            if asking {
-                // ASKING's own +OK; an error there is the command's too.
-                match group.received.pop_front() {
-                    Some(Value::Error(line)) => {
-                        plan.jobs[j].outcome = Outcome::Reply(Value::Error(line));
-                        group.received.pop_front();
-                        continue;
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.unanswered(&mut plan.jobs[j], group, resend, outcome);
-                        continue;
-                    }
-                }
+            // ASKING's own reply: +OK. Were it anything else, the command
+            // went without it and its own reply (a MOVED, most likely)
+            // says what to do.
+            if asking && group.received.pop_front().is_none() {
+                self.unanswered(&mut plan.jobs[j], group, resend, outcome);
+                continue;
             }
             match group.received.pop_front() {
                 Some(reply) => self.follow(&mut plan.jobs[j], reply, &group.addr, outcome),
@@ -322,7 +314,9 @@ impl Nodes {
         };
         match self.redirect(line, from) {
             Some(action) => {
-                outcome.pause |= action == Action::Pause;
+                // Redirected again and again: the nodes disagree for now
+                // (a slot changing hands); give them time.
+                outcome.pause |= action == Action::Pause || job.attempts >= 3;
                 job.ask = match action {
                     Action::Ask(addr) => Some(addr),
                     Action::Resend | Action::Pause => None,

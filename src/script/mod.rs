@@ -369,7 +369,9 @@ mod tests {
     fn no_keys_no_args() {
         let script = Script::new("return 1");
         let mut out = Vec::new();
-        script.invocation().write_call("EVALSHA", script.sha(), &mut out);
+        script
+            .invocation()
+            .write_call("EVALSHA", script.sha(), &mut out);
         let expected = format!(
             "*3\r\n$7\r\nEVALSHA\r\n$40\r\n{}\r\n$1\r\n0\r\n",
             script.sha()
