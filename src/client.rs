@@ -16,7 +16,7 @@ pub(crate) mod sealed {
 }
 
 /// Something that runs commands: a [`Connection`], or a
-/// [`Cluster`](crate::Cluster) when that feature is on.
+/// `Cluster` when the `cluster` feature is on.
 ///
 /// [`Pipeline::query`], [`Script`](crate::Script) invocations and generic
 /// code of your own take any client:

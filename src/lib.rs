@@ -45,6 +45,9 @@
 //! src/transaction.rs  WATCH/MULTI/EXEC helper     src/script/   Lua scripts by SHA-1
 //! src/pubsub.rs     subscribers                   src/scan.rs   SCAN iterators
 //! src/chunked.rs    loads of any size in bounded chunks
+//! src/client.rs     the Client trait: a Connection or a Cluster runs commands
+//! src/cluster/      Redis Cluster (feature "cluster"): slots, the server's command table,
+//!                   redirects, pipelines split by node — one Connection per node
 //! ```
 //!
 //! The two data paths:
@@ -62,6 +65,11 @@
 //! ([`Error::may_have_reached_server`]); one that provably did not is sent
 //! again on a fresh connection, once, when the connection was opened from
 //! options.
+//!
+//! # Cargo features
+//!
+//! `cluster` (on by default) adds `Cluster`. With `default-features =
+//! false` the crate is the single-connection client alone.
 //!
 //! # Out of scope
 //! TLS (bring your own stream: [`Connection::new`]), async.

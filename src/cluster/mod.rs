@@ -1,4 +1,4 @@
-//! [`Cluster`]: a client for Redis Cluster, built on one [`Connection`]
+//! [`Cluster`]: a client for Redis Cluster, built on one [`Connection`](crate::Connection)
 //! per node and its one door.
 //!
 //! ```text
@@ -13,7 +13,7 @@
 //!
 //! The rules it keeps:
 //! * a reply is only ever read from the connection its command was
-//!   written to, in order (each node connection is a [`Connection`] with
+//!   written to, in order (each node connection is a [`Connection`](crate::Connection) with
 //!   its broken-connection rule);
 //! * a command that may have run is never sent again, unless the caller
 //!   said it is idempotent ([`Cluster::idempotent`]); one that provably did
