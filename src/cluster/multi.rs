@@ -104,15 +104,18 @@ impl Cluster {
         mut attempt: impl FnMut(&mut Connection) -> Result<R>,
     ) -> Result<R> {
         let started = Instant::now();
-        let mut ask: Option<NodeAddr> = None;
+        // Where the next attempt goes, and whether after ASKING.
+        let mut next: Option<(NodeAddr, bool)> = None;
         let mut attempts = 0;
         let mut pauses = 0;
         loop {
             attempts += 1;
             self.nodes.refresh_if_due();
-            let asking = ask.is_some();
-            let addr = match ask.take().or_else(|| self.node_for(slot)) {
-                Some(addr) => addr,
+            let (addr, asking) = match next
+                .take()
+                .or_else(|| self.node_for(slot).map(|a| (a, false)))
+            {
+                Some(to) => to,
                 None => {
                     let e = Error::Config(format!(
                         "cluster: expected a node serving slot {}, found none in the slot map",
@@ -144,11 +147,14 @@ impl Cluster {
             };
             let pause = match action {
                 Action::Ask(to) if follow_ask => {
-                    ask = Some(to);
+                    next = Some((to, true));
                     false
                 }
                 Action::Ask(_) | Action::Pause => true,
-                Action::Resend => false,
+                Action::Moved(to, _) => {
+                    next = Some((to, false));
+                    attempts >= 3
+                }
             };
             self.give_up_or_pause(&e, attempts, pause, &mut pauses, started)?;
         }

@@ -6,18 +6,19 @@ use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::io;
 use std::time::{Duration, Instant};
 
 use super::keys::CommandTable;
 use super::options::ClusterOptions;
+use super::run::transport_failure;
 use super::topology::{NodeAddr, SlotMap};
-use crate::client::Client;
-use crate::connection::Connection;
+use crate::connection::{Connection, ReplyTimeout};
 use crate::error::{Error, Result};
 use crate::resp::Value;
 
-const CLUSTER_SLOTS: &[u8] = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
-const COMMAND: &[u8] = b"*1\r\n$7\r\nCOMMAND\r\n";
+const CLUSTER_SLOTS: &[&str] = &["CLUSTER", "SLOTS"];
+const COMMAND: &[&str] = &["COMMAND"];
 
 /// The slot map, the connections, and when to ask for a new map.
 pub(super) struct Nodes {
@@ -192,7 +193,7 @@ impl Nodes {
                     }
                 }
                 Err(e) => {
-                    errors.push(format!("{}: {}", addr, e));
+                    errors.push((addr.clone(), e));
                     self.note_failed(&addr);
                     self.refresh_wanted = false;
                 }
@@ -205,14 +206,7 @@ impl Nodes {
             }
             _ => {
                 self.refresh_wanted = true;
-                Err(Error::Config(format!(
-                    "cluster: expected a node to answer CLUSTER SLOTS with a slot map, found none: {}",
-                    if errors.is_empty() {
-                        "no node serves any slot".to_string()
-                    } else {
-                        errors.join("; ")
-                    }
-                )))
+                Err(no_slot_map(errors))
             }
         }
     }
@@ -234,15 +228,38 @@ impl Nodes {
 
     /// One node's slot map.
     fn ask_slots(&mut self, addr: &NodeAddr) -> Result<SlotMap> {
+        let reply = self.ask(addr, CLUSTER_SLOTS)?;
+        SlotMap::from_cluster_slots(&reply, addr)
+    }
+
+    /// One topology question to one node (`CLUSTER SLOTS`, `COMMAND`),
+    /// answered within [`topology_wait`](Nodes::topology_wait) even when no
+    /// read timeout is set: a node that never answers must not stop the
+    /// search. An error reply is an error.
+    fn ask(&mut self, addr: &NodeAddr, command: &[&str]) -> Result<Value> {
+        let wait = ReplyTimeout::After(self.topology_wait());
         let conn = self.conn(addr)?;
-        match conn.call_encoded(CLUSTER_SLOTS) {
-            Ok(Value::Error(line)) => Err(Error::Server(Box::new(crate::ServerError::new(&line)))),
-            Ok(reply) => SlotMap::from_cluster_slots(&reply, addr),
-            Err(e) => {
+        match conn.with_timeout(wait).query::<Value>(command) {
+            Err(e) if e.breaks_connection() => {
                 self.conns.remove(addr);
                 Err(e)
             }
+            other => other,
         }
+    }
+
+    /// The longest wait for a topology answer: the read timeout, the
+    /// connect timeout and the retry window (at least a second), whichever
+    /// is shortest.
+    fn topology_wait(&self) -> Duration {
+        let node = &self.options.node;
+        [node.read_timeout, node.connect_timeout]
+            .iter()
+            .flatten()
+            .fold(
+                self.options.retry_window.max(Duration::from_secs(1)),
+                |a, &b| a.min(b),
+            )
     }
 
     /// Makes `map` the slot map; closes connections to nodes it no longer
@@ -269,21 +286,16 @@ impl Nodes {
     pub(super) fn fetch_table(&mut self) {
         let primaries: Vec<NodeAddr> = self.map.primaries().into_iter().cloned().collect();
         for addr in primaries {
-            let reply = match self.conn(&addr) {
-                Ok(conn) => conn.call_encoded(COMMAND),
-                Err(_) => continue,
-            };
-            match reply {
-                Ok(v @ Value::Array(_)) | Ok(v @ Value::Map(_)) => {
-                    if let Ok(table) = CommandTable::from_reply(&v) {
+            match self.ask(&addr, COMMAND) {
+                Ok(reply) => {
+                    if let Ok(table) = CommandTable::from_reply(&reply) {
                         self.table = table;
                     }
                     return;
                 }
-                Ok(_) => return,
-                Err(_) => {
-                    self.conns.remove(&addr);
-                }
+                // Refused (an ACL without COMMAND): the built-in rules.
+                Err(e) if e.is_server() => return,
+                Err(_) => {}
             }
         }
     }
@@ -320,6 +332,42 @@ impl Nodes {
     /// Every primary, sorted by address.
     pub(super) fn primaries(&self) -> Vec<NodeAddr> {
         self.map.primaries().into_iter().cloned().collect()
+    }
+}
+
+/// Why no slot map was found. When every node asked failed to connect or
+/// to answer, it is a [`Error::Connect`] naming them all (so `is_io()` and
+/// `is_timeout()` answer for the first); otherwise a configuration error
+/// saying what they answered.
+fn no_slot_map(errors: Vec<(NodeAddr, Error)>) -> Error {
+    let detail = errors
+        .iter()
+        .map(|(addr, e)| format!("{}: {}", addr, e))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let kind = errors.first().and_then(|(_, e)| match e {
+        Error::Connect { source, .. } => Some(source.kind()),
+        Error::Io(io) => Some(io.kind()),
+        Error::Timeout { .. } => Some(io::ErrorKind::TimedOut),
+        _ => None,
+    });
+    match kind {
+        Some(kind) if errors.iter().all(|(_, e)| transport_failure(e)) => Error::Connect {
+            addr: errors
+                .iter()
+                .map(|(a, _)| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            source: io::Error::new(kind, format!("no node answered CLUSTER SLOTS: {}", detail)),
+        },
+        _ => Error::Config(format!(
+            "cluster: expected a node to answer CLUSTER SLOTS with a slot map, found none: {}",
+            if errors.is_empty() {
+                "no node serves any slot".to_string()
+            } else {
+                detail
+            }
+        )),
     }
 }
 

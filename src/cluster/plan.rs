@@ -46,6 +46,12 @@ pub(super) struct Job {
     pub(super) readonly: bool,
     /// Send to this node after `ASKING`, once.
     pub(super) ask: Option<NodeAddr>,
+    /// Send to this node, once: where a `MOVED` said the slot is now,
+    /// whatever a lagging refresh says meanwhile.
+    pub(super) moved: Option<NodeAddr>,
+    /// It was written to a node that failed before answering, so it may
+    /// have run (an idempotent job is sent again all the same).
+    pub(super) may_have_run: bool,
     pub(super) attempts: u32,
     /// Why it is being retried: the last redirect or failure.
     pub(super) last: Option<Error>,
@@ -299,6 +305,8 @@ fn job(caller: usize, bytes: Src, target: Target, readonly: bool) -> Job {
         target,
         readonly,
         ask: None,
+        moved: None,
+        may_have_run: false,
         attempts: 0,
         last: None,
         outcome: Outcome::Pending,

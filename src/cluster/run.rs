@@ -47,8 +47,8 @@ struct Group {
 /// What to do about a redirect or refusal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Action {
-    /// Send again now, where the slot map says.
-    Resend,
+    /// Send again now, to this node, which serves this slot now.
+    Moved(NodeAddr, u16),
     /// Send again now to this node, after `ASKING`.
     Ask(NodeAddr),
     /// Send again after a pause.
@@ -192,7 +192,7 @@ impl Nodes {
 
     /// The node a job goes to now.
     fn address_of<'a>(&'a self, job: &'a Job) -> Option<&'a NodeAddr> {
-        if let Some(addr) = &job.ask {
+        if let Some(addr) = job.ask.as_ref().or(job.moved.as_ref()) {
             return Some(addr);
         }
         match &job.target {
@@ -295,8 +295,10 @@ impl Nodes {
             None => return,
         };
         outcome.pause = true;
+        job.may_have_run |= reached;
         if (!reached || resend == Resend::Idempotent) && transport_failure(&error) {
             job.ask = None;
+            job.moved = None;
             job.last = Some(error);
             return;
         }
@@ -317,10 +319,20 @@ impl Nodes {
                 // Redirected again and again: the nodes disagree for now
                 // (a slot changing hands); give them time.
                 outcome.pause |= action == Action::Pause || job.attempts >= 3;
-                job.ask = match action {
-                    Action::Ask(addr) => Some(addr),
-                    Action::Resend | Action::Pause => None,
-                };
+                job.ask = None;
+                job.moved = None;
+                match action {
+                    Action::Ask(addr) => job.ask = Some(addr),
+                    Action::Moved(addr, slot) => {
+                        job.moved = Some(addr);
+                        // A command whose keys the table did not know
+                        // has one now: the slot the node named.
+                        if job.target == Target::Any {
+                            job.target = Target::Slot(slot);
+                        }
+                    }
+                    Action::Pause => {}
+                }
                 job.last = Some(server(line));
             }
             None => job.outcome = Outcome::Reply(reply),
@@ -338,9 +350,11 @@ impl Nodes {
                 self.want_refresh();
                 // A node redirecting to itself has a stale view: wait for
                 // the cluster to settle.
-                let stale = &redirect.addr == from;
-                self.map.move_slot(redirect.slot, redirect.addr);
-                Some(if stale { Action::Pause } else { Action::Resend })
+                if &redirect.addr == from {
+                    return Some(Action::Pause);
+                }
+                self.map.move_slot(redirect.slot, redirect.addr.clone());
+                Some(Action::Moved(redirect.addr, redirect.slot))
             }
             "ASK" => {
                 let redirect = parse_redirect(line, from)?;
@@ -372,6 +386,13 @@ impl Nodes {
                     push_once(&mut failed, job.caller);
                     failure.get_or_insert(error);
                 }
+                // Sent again after its node failed (idempotent), until the
+                // bounds ran out: it may have run all the same.
+                Outcome::GaveUp if job.may_have_run => {
+                    push_once(&mut failed, job.caller);
+                    let error = job.last.take();
+                    failure.get_or_insert_with(|| error.unwrap_or_else(no_answer));
+                }
                 Outcome::GaveUp => {
                     push_once(&mut gave_up, job.caller);
                     attempts = attempts.max(job.attempts);
@@ -381,6 +402,12 @@ impl Nodes {
             }
         }
         if let Some(source) = failure {
+            // Every command without a reply is named, those that gave up
+            // (and did not run) too: the caller must not take them as
+            // answered.
+            failed.extend(gave_up);
+            failed.sort_unstable();
+            failed.dedup();
             return Err(Error::Unanswered {
                 commands: failed.into(),
                 source: Box::new(source),
@@ -391,7 +418,7 @@ impl Nodes {
                 commands: gave_up.into(),
                 attempts: u16::try_from(attempts).unwrap_or(u16::MAX),
                 elapsed_ms: millis(started),
-                last: Box::new(last.unwrap_or_else(|| Error::Config("no answer".into()))),
+                last: Box::new(last.unwrap_or_else(no_answer)),
             });
         }
         self.merge_parts(plan)
@@ -432,6 +459,12 @@ fn push_once(list: &mut Vec<usize>, i: usize) {
     if list.last() != Some(&i) {
         list.push(i);
     }
+}
+
+/// The last error of a job that has none recorded (cannot happen: a job
+/// is retried only for a reason).
+fn no_answer() -> Error {
+    Error::Config("cluster: no answer was recorded".into())
 }
 
 /// Milliseconds since `started`, for [`Error::GaveUp`].
