@@ -110,9 +110,10 @@ pub enum Error {
         /// The failure.
         source: Box<Error>,
     },
-    /// Commands of a request to a cluster got no reply, because the
-    /// connection to their node failed; the request's other commands were
-    /// answered.
+    /// Commands of a request to a cluster got no reply: the connection to
+    /// their node failed (or, for a command split per slot, a part of it
+    /// could not be run after others had); the request's other commands
+    /// were answered.
     Unanswered {
         /// Their indices in the request, ascending (0 for a lone command).
         commands: Box<[usize]>,
@@ -327,11 +328,11 @@ impl fmt::Display for Error {
                 write!(f, "no reply to ")?;
                 write_commands(f, commands)?;
                 let outcome = if source.may_have_reached_server() {
-                    "their node failed and they may have run"
+                    "may have run"
                 } else {
-                    "their node failed before they were sent"
+                    "were not sent"
                 };
-                write!(f, ": {}: {}", outcome, source)
+                write!(f, ", which {}: {}", outcome, source)
             }
             Error::GaveUp {
                 commands,

@@ -20,6 +20,10 @@ use crate::resp::Value;
 const CLUSTER_SLOTS: &[&str] = &["CLUSTER", "SLOTS"];
 const COMMAND: &[&str] = &["COMMAND"];
 
+/// How long a node that failed is asked last for the slot map and not
+/// read from (unless a connection to it opens meanwhile).
+const FAILED_FOR: Duration = Duration::from_secs(5);
+
 /// The slot map, the connections, and when to ask for a new map.
 pub(super) struct Nodes {
     pub(super) options: ClusterOptions,
@@ -27,8 +31,10 @@ pub(super) struct Nodes {
     pub(super) map: SlotMap,
     pub(super) table: CommandTable,
     conns: HashMap<NodeAddr, Connection>,
-    /// Nodes that failed lately, the latest last: asked last on refresh.
-    failed: Vec<NodeAddr>,
+    /// Nodes that failed lately (within [`FAILED_FOR`]), the latest last:
+    /// asked last on refresh, and not read from. A node is forgotten here
+    /// once a connection to it opens again.
+    failed: Vec<(NodeAddr, Instant)>,
     last_refresh: Option<Instant>,
     /// The cooldown now: doubled (up to 8 times the configured one) by
     /// each refresh that found the map unchanged, as while a failover is
@@ -94,6 +100,7 @@ impl Nodes {
         if !self.conns.contains_key(addr) {
             match self.open(addr) {
                 Ok(conn) => {
+                    self.failed.retain(|(a, _)| a != addr);
                     self.conns.insert(addr.clone(), conn);
                 }
                 Err(e) => {
@@ -136,11 +143,9 @@ impl Nodes {
     /// Notes that `addr` failed: asked last on refresh, and a refresh is
     /// wanted.
     pub(super) fn note_failed(&mut self, addr: &NodeAddr) {
-        self.failed.retain(|a| a != addr);
-        self.failed.push(addr.clone());
-        if self.failed.len() > 64 {
-            self.failed.remove(0);
-        }
+        self.failed
+            .retain(|(a, at)| a != addr && at.elapsed() < FAILED_FOR);
+        self.failed.push((addr.clone(), Instant::now()));
         self.refresh_wanted = true;
     }
 
@@ -222,7 +227,12 @@ impl Nodes {
         }
         // Stable: the ones that failed lately go last, the latest last.
         let failed = &self.failed;
-        known.sort_by_key(|a| failed.iter().position(|f| f == a).map_or(0, |i| i + 1));
+        known.sort_by_key(|a| {
+            failed
+                .iter()
+                .position(|(f, at)| f == a && at.elapsed() < FAILED_FOR)
+                .map_or(0, |i| i + 1)
+        });
         known
     }
 
@@ -276,6 +286,9 @@ impl Nodes {
         self.map = map;
         let now: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();
         self.conns.retain(|addr, _| now.contains(addr));
+        // The cluster lists these nodes again: worth another try (a node
+        // that is still down fails fast and is marked again).
+        self.failed.retain(|(a, _)| !now.contains(a));
         if before != now && !before.is_empty() {
             self.fetch_table();
         }
@@ -316,7 +329,7 @@ impl Nodes {
         let live = shard
             .replicas
             .iter()
-            .filter(|r| !self.failed.contains(r))
+            .filter(|r| !self.failed_lately(r))
             .count();
         if live == 0 {
             return Some(&shard.primary);
@@ -325,8 +338,15 @@ impl Nodes {
         shard
             .replicas
             .iter()
-            .filter(|r| !self.failed.contains(r))
+            .filter(|r| !self.failed_lately(r))
             .nth(pick)
+    }
+
+    /// Whether `addr` failed within [`FAILED_FOR`].
+    fn failed_lately(&self, addr: &NodeAddr) -> bool {
+        self.failed
+            .iter()
+            .any(|(a, at)| a == addr && at.elapsed() < FAILED_FOR)
     }
 
     /// Every primary, sorted by address.

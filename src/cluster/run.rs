@@ -83,7 +83,14 @@ impl Nodes {
                 break;
             }
             let outcome = self.round(plan, caller, resend);
-            if outcome.pause {
+            // No pause when no job has an attempt left.
+            let max = self.options.max_attempts;
+            if outcome.pause
+                && plan
+                    .jobs
+                    .iter()
+                    .any(|j| matches!(j.outcome, Outcome::Pending) && j.attempts < max)
+            {
                 round += 1;
                 self.pause(round, started);
             }
@@ -380,6 +387,16 @@ impl Nodes {
         let mut gave_up: Vec<usize> = Vec::new();
         let mut last: Option<Error> = None;
         let mut attempts = 0;
+        // A command split in parts, some of which ran: it may have run.
+        let mut partly_ran = vec![false; plan.parts.len()];
+        for part in &plan.parts {
+            if part.jobs.len() > 1 {
+                let jobs = &plan.jobs[part.jobs.clone()];
+                if jobs.iter().any(|j| matches!(j.outcome, Outcome::Reply(_))) {
+                    partly_ran[jobs[0].caller] = true;
+                }
+            }
+        }
         for job in &mut plan.jobs {
             match std::mem::replace(&mut job.outcome, Outcome::Pending) {
                 Outcome::Failed(error) => {
@@ -388,7 +405,7 @@ impl Nodes {
                 }
                 // Sent again after its node failed (idempotent), until the
                 // bounds ran out: it may have run all the same.
-                Outcome::GaveUp if job.may_have_run => {
+                Outcome::GaveUp if job.may_have_run || partly_ran[job.caller] => {
                     push_once(&mut failed, job.caller);
                     let error = job.last.take();
                     failure.get_or_insert_with(|| error.unwrap_or_else(no_answer));
