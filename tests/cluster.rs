@@ -423,6 +423,37 @@ fn other_cross_slot_commands_fail_before_anything_is_sent() {
 // ------------------------------------------------------------ routing
 
 #[test]
+fn session_commands_are_refused_before_anything_is_sent() {
+    let (c, _keyspace) = shared();
+    let mut cluster = connect(c);
+    let names = ["multi", "watch", "ssubscribe", "select", "readonly"];
+    let before: Vec<u64> = names.iter().map(|n| c.total_calls(n)).collect();
+    for command in [
+        vec!["MULTI"],
+        vec!["WATCH", "session:k"],
+        vec!["SSUBSCRIBE", "session:ch"],
+        vec!["SELECT", "0"],
+        vec!["READONLY"],
+        vec!["CLIENT", "SETNAME", "x"],
+    ] {
+        let err = cluster.query::<Value>(command.clone()).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{:?}: {:?}", command, err);
+        assert!(err.to_string().contains("nothing was sent"), "{}", err);
+        assert!(!err.may_have_reached_server());
+        // In a pipeline, nothing of it is sent.
+        let mut pipe = Pipeline::new();
+        pipe.cmd(["SET", "session:k", "1"]).cmd(command.clone());
+        let err = pipe.execute(&mut cluster).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{:?}: {:?}", command, err);
+    }
+    let after: Vec<u64> = names.iter().map(|n| c.total_calls(n)).collect();
+    assert_eq!(before, after);
+    // The cluster is still usable.
+    let pong: String = cluster.query(["PING"]).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
 fn routing_by_the_servers_key_rules() {
     // Its EVALs would disturb the counts of the script test.
     let _cache = script_cache();

@@ -7,6 +7,7 @@ use std::ops::Range;
 use super::keys::{CommandKind, CommandTable};
 use super::slot::key_slot;
 use super::topology::NodeAddr;
+use crate::connection::changes_session;
 use crate::error::{Error, Result};
 use crate::resp::{write_header, ProtocolError, ProtocolErrorKind, Value};
 
@@ -153,6 +154,9 @@ impl Planner<'_> {
             let end = split_args(bytes, at, &mut self.args)?;
             args.clear();
             args.extend(self.args.iter().map(|r| &bytes[r.clone()]));
+            if changes_session(&bytes[at..end]) {
+                return Err(keeps_no_session(args[0]));
+            }
             self.plan_one(&mut plan, caller, &args, (at, end))?;
             at = end;
         }
@@ -355,6 +359,19 @@ fn cross_slot(name: &str, (a, b): (u16, u16)) -> Error {
         "CROSSSLOT: {} needs all its keys in one hash slot on a cluster, found keys in slots {} and {}; \
          put them in one slot with a {{hash tag}} (nothing was sent)",
         name, a, b
+    ))
+}
+
+/// A command that would change one node connection's session, refused
+/// before anything is sent: the cluster's commands go to many connections.
+fn keeps_no_session(name: &[u8]) -> Error {
+    Error::Config(format!(
+        "cluster: {} would change the session of one node's connection, which a cluster \
+         cannot keep (its commands go to many nodes); use Pipeline::transaction() or \
+         Cluster::transaction for MULTI and WATCH, Cluster::shard_subscriber for SSUBSCRIBE, \
+         ClusterOptions for AUTH, HELLO, CLIENT SETNAME and READONLY, or a Connection to one node \
+         (nothing was sent)",
+        upper(name)
     ))
 }
 
