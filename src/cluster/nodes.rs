@@ -36,7 +36,7 @@ pub(super) struct Nodes {
     /// once a connection to it opens again.
     failed: Vec<(NodeAddr, Instant)>,
     last_refresh: Option<Instant>,
-    /// The cooldown now: doubled (up to 8 times the configured one) by
+    /// The cooldown now: doubled (up to 4 times the configured one) by
     /// each refresh that found the map unchanged, as while a failover is
     /// pending; back to the configured one when the map changes.
     cooldown: Duration,
@@ -278,7 +278,7 @@ impl Nodes {
     fn install(&mut self, map: SlotMap) {
         let base = self.options.refresh_cooldown;
         self.cooldown = if map == self.map {
-            (self.cooldown * 2).min(base * 8)
+            (self.cooldown * 2).min(base * 4)
         } else {
             base
         };

@@ -43,12 +43,15 @@ pub struct ClusterOptions {
     /// The least time between two full slot-map refreshes (`CLUSTER
     /// SLOTS`): a `MOVED` patches its slot at once and asks for a refresh,
     /// and however many arrive meanwhile, one refresh runs when the
-    /// cooldown has passed. Defaults to 200 ms.
+    /// cooldown has passed. While refreshes find the same map (a failover
+    /// under way), the cooldown doubles, up to four times this. Defaults
+    /// to 200 ms.
     pub refresh_cooldown: Duration,
-    /// Send read-only commands to replicas (rotating among a slot's
-    /// replicas, each connection set `READONLY`); writes, and reads in
-    /// transactions, still go to primaries. Such reads may return data the
-    /// primary has already changed. Defaults to `false`.
+    /// Send read-only commands to replicas (one of the slot's replicas at
+    /// random, each connection set `READONLY`; the primary when none is
+    /// up); writes, reads in transactions, and every command of a pipeline
+    /// that also writes still go to primaries. Such reads may return data
+    /// the primary has already changed. Defaults to `false`.
     pub read_from_replicas: bool,
 }
 
