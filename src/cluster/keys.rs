@@ -36,6 +36,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::resp::number::{parse_i64, Form};
 use crate::resp::{ProtocolError, ProtocolErrorKind};
@@ -63,7 +64,7 @@ pub(crate) enum CommandKind {
 /// subcommand as `object|encoding`) → what is known of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CommandTable {
-    commands: HashMap<Vec<u8>, CommandInfo>,
+    commands: HashMap<Vec<u8>, CommandInfo, BuildHasherDefault<Fnv>>,
 }
 
 /// One command of the table.
@@ -201,7 +202,7 @@ impl CommandTable {
             other => return Err(refusal_or_unexpected(other)),
         };
         let mut table = CommandTable {
-            commands: HashMap::with_capacity(entries.len() * 2),
+            commands: HashMap::with_capacity_and_hasher(entries.len() * 2, Default::default()),
         };
         for (index, entry) in entries.iter().enumerate() {
             let what = || format!("COMMAND entry #{}", index);
@@ -215,7 +216,7 @@ impl CommandTable {
     /// [`CommandKind::Unknown`].
     pub(crate) fn fallback() -> CommandTable {
         let mut table = CommandTable {
-            commands: HashMap::with_capacity(BUILTINS.len()),
+            commands: HashMap::with_capacity_and_hasher(BUILTINS.len(), Default::default()),
         };
         table.add_builtins();
         table
@@ -720,6 +721,31 @@ fn unexpected(expected: impl Into<Cow<'static, str>>, found: String) -> Error {
 /// A value's kind and short rendering, for error messages.
 fn describe(value: &Value) -> String {
     format!("{} {}", value.kind(), value)
+}
+
+/// FNV-1a, for the command-name table: names are a few bytes, looked up
+/// once per command on the hot path, and come from the server's own
+/// `COMMAND` reply, so SipHash's defence against chosen keys buys nothing
+/// here and costs more than the rest of the lookup.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]

@@ -269,10 +269,9 @@ impl Cluster {
 
     /// Plans and runs `count` encoded commands.
     fn run_encoded(&mut self, bytes: &[u8], count: usize, resend: Resend) -> Result<Vec<Value>> {
-        let primaries = self.nodes.primaries();
         let mut planner = Planner {
             table: &self.nodes.table,
-            primaries: &primaries,
+            primaries: self.nodes.primaries(),
             args: std::mem::take(&mut self.planner_args),
             positions: std::mem::take(&mut self.planner_positions),
         };
@@ -292,7 +291,8 @@ impl Cluster {
             Route::AllPrimaries => self
                 .nodes
                 .primaries()
-                .into_iter()
+                .iter()
+                .cloned()
                 .map(plan::Target::Node)
                 .collect(),
         };

@@ -29,6 +29,9 @@ pub(super) struct Nodes {
     pub(super) options: ClusterOptions,
     seeds: Vec<NodeAddr>,
     pub(super) map: SlotMap,
+    /// The map's primaries, sorted: kept here so a request need not scan
+    /// the 16,384 slots to find them.
+    primaries: Vec<NodeAddr>,
     pub(super) table: CommandTable,
     conns: HashMap<NodeAddr, Connection>,
     /// Nodes that failed lately (within [`FAILED_FOR`]), the latest last:
@@ -54,6 +57,7 @@ impl Nodes {
             options: options.clone(),
             seeds,
             map: SlotMap::from_cluster_slots(&Value::Array(Vec::new()), &placeholder())?,
+            primaries: Vec::new(),
             table: CommandTable::fallback(),
             conns: HashMap::new(),
             failed: Vec::new(),
@@ -75,6 +79,7 @@ impl Nodes {
             options: self.options.clone(),
             seeds: self.seeds.clone(),
             map: self.map.clone(),
+            primaries: self.primaries.clone(),
             table: self.table.clone(),
             conns: HashMap::new(),
             failed: self.failed.clone(),
@@ -284,6 +289,7 @@ impl Nodes {
         };
         let before: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();
         self.map = map;
+        self.note_primaries();
         let now: Vec<NodeAddr> = self.map.nodes().into_iter().cloned().collect();
         self.conns.retain(|addr, _| now.contains(addr));
         // The cluster lists these nodes again: worth another try (a node
@@ -297,8 +303,7 @@ impl Nodes {
     /// The server's command table, from the first primary that gives it; a
     /// cluster that refuses `COMMAND` leaves the built-in rules.
     pub(super) fn fetch_table(&mut self) {
-        let primaries: Vec<NodeAddr> = self.map.primaries().into_iter().cloned().collect();
-        for addr in primaries {
+        for addr in self.primaries.clone() {
             match self.ask(&addr, COMMAND) {
                 Ok(reply) => {
                     if let Ok(table) = CommandTable::from_reply(&reply) {
@@ -315,11 +320,10 @@ impl Nodes {
 
     /// A primary picked at random, for commands without keys.
     pub(super) fn random_primary(&self) -> Option<&NodeAddr> {
-        let primaries = self.map.primaries();
-        if primaries.is_empty() {
+        if self.primaries.is_empty() {
             return None;
         }
-        Some(primaries[self.rng.below(primaries.len())])
+        Some(&self.primaries[self.rng.below(self.primaries.len())])
     }
 
     /// For a read: one of the slot's replicas that has not failed lately,
@@ -350,8 +354,25 @@ impl Nodes {
     }
 
     /// Every primary, sorted by address.
-    pub(super) fn primaries(&self) -> Vec<NodeAddr> {
-        self.map.primaries().into_iter().cloned().collect()
+    pub(super) fn primaries(&self) -> &[NodeAddr] {
+        &self.primaries
+    }
+
+    /// Applies a `MOVED` to the slot map. The primaries are looked for
+    /// again only when a new one appears (a primary left with no slot is
+    /// dropped by the next refresh): a resharding brings MOVED by the
+    /// hundred.
+    pub(super) fn move_slot(&mut self, slot: u16, addr: NodeAddr) {
+        let new = !self.primaries.contains(&addr);
+        self.map.move_slot(slot, addr);
+        if new {
+            self.note_primaries();
+        }
+    }
+
+    /// Remembers the map's primaries.
+    fn note_primaries(&mut self) {
+        self.primaries = self.map.primaries().into_iter().cloned().collect();
     }
 }
 

@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::keys::{CommandKind, CommandTable};
 use super::slot::key_slot;
 use super::topology::NodeAddr;
-use crate::connection::changes_session;
+use crate::connection::is_session_command;
 use crate::error::{Error, Result};
 use crate::resp::{write_header, ProtocolError, ProtocolErrorKind, Value};
 
@@ -66,6 +66,15 @@ pub(super) struct Job {
 pub(super) enum Src {
     Caller(usize, usize),
     Own(usize, usize),
+}
+
+impl Src {
+    /// How many bytes.
+    pub(super) fn len(self) -> usize {
+        match self {
+            Src::Caller(a, b) | Src::Own(a, b) => b - a,
+        }
+    }
 }
 
 /// How a caller's command's parts make its reply.
@@ -154,7 +163,7 @@ impl Planner<'_> {
             let end = split_args(bytes, at, &mut self.args)?;
             args.clear();
             args.extend(self.args.iter().map(|r| &bytes[r.clone()]));
-            if changes_session(&bytes[at..end]) {
+            if is_session_command(args[0], args.get(1).copied()) {
                 return Err(keeps_no_session(args[0]));
             }
             self.plan_one(&mut plan, caller, &args, (at, end))?;
@@ -320,31 +329,31 @@ fn job(caller: usize, bytes: Src, target: Target, readonly: bool) -> Job {
 
 /// Commands that go to every primary, and how their replies merge.
 fn fan_out(args: &[&[u8]]) -> Option<Merge> {
-    let is = |i: usize, name: &str| {
-        args.get(i)
-            .map_or(false, |a| a.eq_ignore_ascii_case(name.as_bytes()))
-    };
-    if is(0, "PING") || is(0, "FLUSHDB") || is(0, "FLUSHALL") {
-        return Some(Merge::First);
+    let is = |i: usize, name: &[u8]| args.get(i).map_or(false, |a| a.eq_ignore_ascii_case(name));
+    let name = args.first()?;
+    // Most commands are none of these: tell by the length first.
+    match name.len() {
+        4 if is(0, b"PING") => Some(Merge::First),
+        4 if is(0, b"KEYS") => Some(Merge::Concat),
+        6 if is(0, b"DBSIZE") => Some(Merge::Sum),
+        6 if is(0, b"SCRIPT") => {
+            if is(1, b"LOAD") || is(1, b"FLUSH") {
+                Some(Merge::First)
+            } else if is(1, b"EXISTS") {
+                Some(Merge::And)
+            } else {
+                None
+            }
+        }
+        7 if is(0, b"FLUSHDB") => Some(Merge::First),
+        8 if is(0, b"FLUSHALL") => Some(Merge::First),
+        8 if is(0, b"FUNCTION")
+            && (is(1, b"LOAD") || is(1, b"FLUSH") || is(1, b"DELETE") || is(1, b"RESTORE")) =>
+        {
+            Some(Merge::First)
+        }
+        _ => None,
     }
-    if is(0, "DBSIZE") {
-        return Some(Merge::Sum);
-    }
-    if is(0, "KEYS") {
-        return Some(Merge::Concat);
-    }
-    if is(0, "SCRIPT") {
-        return match () {
-            _ if is(1, "LOAD") || is(1, "FLUSH") => Some(Merge::First),
-            _ if is(1, "EXISTS") => Some(Merge::And),
-            _ => None,
-        };
-    }
-    if is(0, "FUNCTION") && (is(1, "LOAD") || is(1, "FLUSH") || is(1, "DELETE") || is(1, "RESTORE"))
-    {
-        return Some(Merge::First);
-    }
-    None
 }
 
 /// A command name in upper case (names are ASCII; anything else stays
@@ -395,8 +404,9 @@ pub(super) fn split_args(bytes: &[u8], at: usize, args: &mut Vec<Range<usize>>) 
     for _ in 0..count {
         let (len, start) = header(bytes, pos, b'$').ok_or_else(|| malformed(pos))?;
         let end = start.checked_add(len).ok_or_else(|| malformed(pos))?;
-        if bytes.get(end..end + 2) != Some(b"\r\n") {
-            return Err(malformed(pos));
+        match (bytes.get(end), bytes.get(end + 1)) {
+            (Some(b'\r'), Some(b'\n')) => {}
+            _ => return Err(malformed(pos)),
         }
         args.push(start..end);
         pos = end + 2;
@@ -404,22 +414,19 @@ pub(super) fn split_args(bytes: &[u8], at: usize, args: &mut Vec<Range<usize>>) 
     Ok(pos)
 }
 
-/// `<kind><digits>\r\n` at `at`: the number and where the line ends.
+/// `<kind><digits>\r\n` at `at`: the number and where the line ends. The
+/// encoder wrote these lines, so this only has to be safe, not forgiving:
+/// at most 19 digits (no overflow), then CRLF.
 fn header(bytes: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
-    if *bytes.get(at)? != kind {
+    let line = bytes.get(at..)?;
+    if line.first() != Some(&kind) {
         return None;
     }
     let mut n: usize = 0;
-    let mut pos = at + 1;
-    while let Some(&b) = bytes.get(pos) {
+    for (i, &b) in line.iter().enumerate().skip(1).take(20) {
         match b {
-            b'0'..=b'9' => {
-                n = n.checked_mul(10)?.checked_add(usize::from(b - b'0'))?;
-                pos += 1;
-            }
-            b'\r' if bytes.get(pos + 1) == Some(&b'\n') && pos > at + 1 => {
-                return Some((n, pos + 2))
-            }
+            b'0'..=b'9' => n = n * 10 + usize::from(b - b'0'),
+            b'\r' if i > 1 && line.get(i + 1) == Some(&b'\n') => return Some((n, at + i + 2)),
             _ => return None,
         }
     }

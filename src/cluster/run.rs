@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::nodes::Nodes;
-use super::plan::{merge, Job, Outcome, Plan, Target};
+use super::plan::{merge, Job, Merge, Outcome, Plan, Target};
 use super::topology::{parse_redirect, NodeAddr, RedirectKind};
 use crate::connection::Wait;
 use crate::error::{Error, Result, ServerError};
@@ -38,10 +38,29 @@ struct Group {
     bytes: Vec<u8>,
     /// Each job, and whether `ASKING` goes before it.
     entries: Vec<(usize, bool)>,
+    /// The replies owed: one per job, and one per `ASKING`.
     replies: usize,
+    /// While grouping: the bytes and jobs to come.
+    size: usize,
+    jobs: usize,
     received: VecDeque<Value>,
     /// Why the node failed, and whether anything reached it.
     failure: Option<(Error, bool)>,
+}
+
+impl Group {
+    fn new(addr: NodeAddr) -> Group {
+        Group {
+            addr,
+            bytes: Vec::new(),
+            entries: Vec::new(),
+            replies: 0,
+            size: 0,
+            jobs: 0,
+            received: VecDeque::new(),
+            failure: None,
+        }
+    }
 }
 
 /// What to do about a redirect or refusal.
@@ -139,12 +158,15 @@ impl Nodes {
     }
 
     /// The pending jobs grouped by the node each goes to; a job that has
-    /// nowhere to go waits for a refresh.
+    /// nowhere to go waits for a refresh. Each group's buffer is sized
+    /// first, then filled: one allocation per node.
     fn group(&mut self, plan: &mut Plan, caller: &[u8], outcome: &mut RoundOutcome) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
+        // The group of each job, or NONE (not pending, or nowhere to go).
+        const NONE: usize = usize::MAX;
+        let mut group_of = vec![NONE; plan.jobs.len()];
         let mut unserved = false;
-        for j in 0..plan.jobs.len() {
-            let job = &mut plan.jobs[j];
+        for (j, job) in plan.jobs.iter_mut().enumerate() {
             if !matches!(job.outcome, Outcome::Pending) {
                 continue;
             }
@@ -168,26 +190,36 @@ impl Nodes {
             let g = match groups.iter().position(|g| &g.addr == addr) {
                 Some(g) => g,
                 None => {
-                    groups.push(Group {
-                        addr: addr.clone(),
-                        bytes: Vec::new(),
-                        entries: Vec::new(),
-                        replies: 0,
-                        received: VecDeque::new(),
-                        failure: None,
-                    });
+                    groups.push(Group::new(addr.clone()));
                     groups.len() - 1
                 }
             };
             let group = &mut groups[g];
+            if job.ask.is_some() {
+                group.size += ASKING.len();
+                group.replies += 1;
+            }
+            group.size += job.bytes.len();
+            group.replies += 1;
+            group.jobs += 1;
+            group_of[j] = g;
+        }
+        for group in &mut groups {
+            group.bytes.reserve_exact(group.size);
+            group.entries.reserve_exact(group.jobs);
+            group.received.reserve_exact(group.replies);
+        }
+        for (j, &g) in group_of.iter().enumerate() {
+            if g == NONE {
+                continue;
+            }
+            let group = &mut groups[g];
+            let job = &plan.jobs[j];
             let asking = job.ask.is_some();
             if asking {
                 group.bytes.extend_from_slice(ASKING);
-                group.replies += 1;
             }
-            let src = job.bytes;
-            group.bytes.extend_from_slice(plan.bytes(caller, src));
-            group.replies += 1;
+            group.bytes.extend_from_slice(plan.bytes(caller, job.bytes));
             group.entries.push((j, asking));
         }
         if unserved {
@@ -360,7 +392,7 @@ impl Nodes {
                 if &redirect.addr == from {
                     return Some(Action::Pause);
                 }
-                self.map.move_slot(redirect.slot, redirect.addr.clone());
+                self.move_slot(redirect.slot, redirect.addr.clone());
                 Some(Action::Moved(redirect.addr, redirect.slot))
             }
             "ASK" => {
@@ -446,6 +478,17 @@ impl Nodes {
         let mut replies = Vec::with_capacity(plan.parts.len());
         let mut orders = Vec::new();
         for part in &plan.parts {
+            if part.merge == Merge::One {
+                // The common case: one job, its reply as it is.
+                let job = &mut plan.jobs[part.jobs.start];
+                replies.push(
+                    match std::mem::replace(&mut job.outcome, Outcome::Pending) {
+                        Outcome::Reply(v) => v,
+                        _ => Value::Nil,
+                    },
+                );
+                continue;
+            }
             let mut values = Vec::with_capacity(part.jobs.len());
             orders.clear();
             for job in &mut plan.jobs[part.jobs.clone()] {

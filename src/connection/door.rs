@@ -354,15 +354,20 @@ fn unsolicited(bytes: &[u8]) -> Error {
 /// `CLIENT` counts unless its subcommand only reads or acts on others.
 pub(crate) fn changes_session(command: &[u8]) -> bool {
     let mut args = Args::new(command);
-    let name = match args.next() {
-        Some(name) => name,
-        None => return true,
-    };
+    match args.next() {
+        Some(name) => is_session_command(name, args.next()),
+        None => true,
+    }
+}
+
+/// [`changes_session`] for a command already split into its name and first
+/// argument.
+pub(crate) fn is_session_command(name: &[u8], first: Option<&[u8]>) -> bool {
     let candidates: &[&[u8]] = match name.len() {
         4 => &[b"AUTH"],
         5 => &[b"HELLO", b"MULTI", b"WATCH", b"RESET"],
         6 if name.eq_ignore_ascii_case(b"CLIENT") => {
-            return !args.next().map_or(false, client_reads_only)
+            return !first.map_or(false, client_reads_only)
         }
         6 => &[b"SELECT"],
         7 => &[b"MONITOR"],
