@@ -5,6 +5,7 @@
 //! cargo run --release --example bench                 # full run, a few minutes at most
 //! BENCH_QUICK=1 cargo run --release --example bench   # fewer runs, smaller counts
 //! REDIS_URL=redis://127.0.0.1:6380/0 cargo run --release --example bench
+//! BENCH_SECTIONS=1,6 cargo run --release --example bench   # only these sections
 //! ```
 //!
 //! The example starts its own `redis-server` on a free loopback port and a
@@ -28,6 +29,19 @@
 //! 4. Decoding from memory, no server.
 //! 5. Bulk load of 10 KiB values: peak client RSS and throughput of
 //!    `execute_chunked` versus one giant `Pipeline`, each in a child process.
+//! 6. Redis Cluster (needs the `cluster` feature and `redis-cli`), on a
+//!    private cluster of 3 primaries on free loopback ports (always
+//!    private: `REDIS_URL` does not apply). First, client CPU time per
+//!    command of the same 1,000-command SET and GET pipelines (keys spread
+//!    over all slots) on the single server and on the cluster, alternating
+//!    run by run, with `redis-benchmark --cluster`'s throughput for
+//!    reference. Then every node behind its own proxy as in section 1,
+//!    announcing the proxy's port (`CONFIG SET cluster-announce-port`,
+//!    checked in every node's `CLUSTER SLOTS`) so the client never bypasses
+//!    it: one 1,000-command pipeline over the three primaries in round
+//!    trips (its time over the proxied single server's PING time), next to
+//!    the floor (the same commands pre-encoded and pre-split, on plain
+//!    sockets).
 //!
 //! It also writes `docs/bench.svg`: SET throughput over TCP against pipeline
 //! depth, respline and redis-benchmark.
@@ -98,11 +112,25 @@ struct Config {
     load_values: usize,
     /// Runs of each bulk-load contender.
     load_runs: usize,
+    /// The sections to run (`BENCH_SECTIONS=2,6`), all by default.
+    sections: Vec<usize>,
+    /// Interleaved runs of section 6's proxied measurements.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    proxy_runs: usize,
 }
 
 impl Config {
     fn from_env() -> Config {
         let quick = std::env::var("BENCH_QUICK").map_or(false, |v| !v.is_empty() && v != "0");
+        let sections = std::env::var("BENCH_SECTIONS")
+            .ok()
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect::<Vec<usize>>()
+            })
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| (1..=6).collect());
         if quick {
             Config {
                 quick,
@@ -113,6 +141,8 @@ impl Config {
                 decode_runs: 3,
                 load_values: 20_000,
                 load_runs: 1,
+                sections: sections.clone(),
+                proxy_runs: 15,
             }
         } else {
             Config {
@@ -124,6 +154,8 @@ impl Config {
                 decode_runs: 5,
                 load_values: 100_000,
                 load_runs: 3,
+                sections,
+                proxy_runs: 51,
             }
         }
     }
@@ -172,16 +204,38 @@ fn run() -> BoxResult<()> {
     if let Some(u) = &unix {
         targets.push(u);
     }
-    timed(1, || section_seed(&config, &tcp));
-    let set_tcp = timed(2, || section_throughput(&config, &targets, rb_found)).unwrap_or_default();
-    timed(3, || section_lrange(&config, &tcp));
-    timed(4, || section_decode(&config));
-    timed(5, || section_load(&config, &tcp));
+    let wants = |n: usize| config.sections.contains(&n);
+    if wants(1) {
+        timed(1, || section_seed(&config, &tcp));
+    }
+    let mut set_tcp = Vec::new();
+    if wants(2) {
+        set_tcp = timed(2, || section_throughput(&config, &targets, rb_found)).unwrap_or_default();
+    }
+    if wants(3) {
+        timed(3, || section_lrange(&config, &tcp));
+    }
+    if wants(4) {
+        timed(4, || section_decode(&config));
+    }
+    if wants(5) {
+        timed(5, || section_load(&config, &tcp));
+    }
+    if wants(6) {
+        #[cfg(feature = "cluster")]
+        timed(6, || {
+            cluster_section::section_cluster(&config, &tcp, rb_found)
+        });
+        #[cfg(not(feature = "cluster"))]
+        println!("\n6. Redis Cluster: skipped (built without the `cluster` feature)");
+    }
     if let Err(e) = cleanup(&tcp, &config) {
         println!("cleanup failed: {}", e);
     }
 
-    if set_tcp.is_empty() {
+    if !wants(2) {
+        println!("\nsection 2 not run, so docs/bench.svg is left as it is");
+    } else if set_tcp.is_empty() {
         println!("\nno SET-over-TCP figures, so no chart");
     } else {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1023,6 +1077,516 @@ fn cleanup(tcp: &Target, config: &Config) -> BoxResult<()> {
     pipe.cmd(cmd("UNLINK").args(seed_keys.iter()));
     pipe.execute(&mut conn)?;
     delete_load_keys(&mut conn, config.load_values)
+}
+
+// ---------------------------------------------------------------------------
+// Section 6: Redis Cluster.
+
+#[cfg(feature = "cluster")]
+#[path = "common/local_cluster.rs"]
+mod local_cluster;
+
+#[cfg(feature = "cluster")]
+mod cluster_section {
+    use std::collections::HashMap;
+
+    use respline::Cluster;
+
+    use super::local_cluster::LocalCluster;
+    use super::*;
+
+    /// Commands per pipeline, and keys (one per command, spread over the
+    /// slots: ~333 per primary).
+    const DEPTH: usize = 1_000;
+    const KEY_PREFIX: &str = "bench:cluster:";
+    const VALUE: &[u8] = b"vvvvvvvvvvvvvvvv";
+
+    pub fn section_cluster(config: &Config, tcp: &Target, rb_found: bool) -> BoxResult<()> {
+        let started = Instant::now();
+        let local = LocalCluster::start_with(0)?;
+        println!(
+            "\n6. Redis Cluster: a private cluster of 3 primaries (no replicas), ports {}, started in {:.1} s; \
+             the single server is the one of sections 1-5",
+            local
+                .ports
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            started.elapsed().as_secs_f64()
+        );
+        let keys: Vec<String> = (0..DEPTH).map(|i| format!("{}{}", KEY_PREFIX, i)).collect();
+        let set = pipeline("SET", &keys);
+        let get = pipeline("GET", &keys);
+        let pipes = [("SET", &set), ("GET", &get)];
+
+        let mut single = Connection::open(&tcp.url)?;
+        cpu_per_command(config, &local, &mut single, &pipes, rb_found)?;
+        through_proxies(config, &local, tcp, &keys, &pipes)?;
+
+        let mut cleanup = cmd("UNLINK");
+        for k in &keys {
+            cleanup.push_arg(k);
+        }
+        single.query::<i64>(cleanup)?;
+        Ok(())
+    }
+
+    /// Client CPU per command: the same pipelines on the single server and
+    /// on the cluster, alternating run by run.
+    fn cpu_per_command(
+        config: &Config,
+        local: &LocalCluster,
+        single: &mut Connection,
+        pipes: &[(&str, &Pipeline)],
+        rb_found: bool,
+    ) -> BoxResult<()> {
+        let n = config.n_deep;
+        println!(
+            "   a. Client CPU per command: pipelines of {} commands on {} keys spread over all slots \
+             (16 B values), {} pipelines per run, median of {} runs alternating single server and cluster; \
+             the pipelines are built once and re-sent",
+            thousands(DEPTH as f64),
+            thousands(DEPTH as f64),
+            n / DEPTH,
+            config.runs
+        );
+        println!(
+            "   {:<8} {:>14} {:>14} {:>16} {:>16} {:>22}",
+            "command",
+            "single/s",
+            "cluster/s",
+            "single ns/cmd",
+            "cluster ns/cmd",
+            "cluster/single CPU"
+        );
+        let mut cluster = Cluster::open(&local.url_refs())?;
+        for (name, pipe) in pipes {
+            // Warm up: open every node's connection, fill the keys.
+            run_pipes(&mut cluster, pipe, 2 * DEPTH)?;
+            run_pipes(single, pipe, 2 * DEPTH)?;
+            let (mut rates, mut cpus) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+            let mut ratios = Vec::new();
+            for _ in 0..config.runs {
+                let mut pair = [f64::NAN; 2];
+                for side in 0..2 {
+                    let cpu0 = thread_cpu_ns();
+                    let elapsed = if side == 0 {
+                        run_pipes(single, pipe, n)?
+                    } else {
+                        run_pipes(&mut cluster, pipe, n)?
+                    };
+                    let cpu1 = thread_cpu_ns();
+                    rates[side].push(n as f64 / elapsed.as_secs_f64());
+                    if let (Some(a), Some(b)) = (cpu0, cpu1) {
+                        pair[side] = b.saturating_sub(a) as f64 / n as f64;
+                        cpus[side].push(pair[side]);
+                    }
+                }
+                if pair.iter().all(|c| c.is_finite() && *c > 0.0) {
+                    ratios.push(pair[1] / pair[0]);
+                }
+            }
+            let cpu_col = |v: &mut Vec<f64>| {
+                if v.is_empty() {
+                    "n/a".to_string()
+                } else {
+                    format!("{:.0}", median(v))
+                }
+            };
+            println!(
+                "   {:<8} {:>14} {:>14} {:>16} {:>16} {:>22}",
+                name,
+                thousands(median(&mut rates[0])),
+                thousands(median(&mut rates[1])),
+                cpu_col(&mut cpus[0]),
+                cpu_col(&mut cpus[1]),
+                if ratios.is_empty() {
+                    "n/a".to_string()
+                } else {
+                    format!("{:.2}  (target <= 1.5)", median(&mut ratios))
+                }
+            );
+        }
+        if cluster.refreshes() != 1 {
+            println!(
+                "   (the cluster client refreshed its slot map {} times: expected only the first)",
+                cluster.refreshes()
+            );
+        }
+        if rb_found {
+            redis_benchmark_cluster(config, local)?;
+        }
+        Ok(())
+    }
+
+    /// `SET key <16 B>` or `GET key` for each key.
+    fn pipeline(op: &str, keys: &[String]) -> Pipeline {
+        let mut pipe = Pipeline::new();
+        for k in keys {
+            if op == "SET" {
+                pipe.cmd(("SET", k, VALUE));
+            } else {
+                pipe.cmd(("GET", k));
+            }
+        }
+        pipe
+    }
+
+    /// The size of each reply to [`pipeline`]'s commands.
+    fn reply_size(op: &str) -> usize {
+        if op == "SET" {
+            b"+OK\r\n".len()
+        } else {
+            b"$16\r\n".len() + VALUE.len() + 2
+        }
+    }
+
+    /// Pre-encoded requests on plain sockets, for the floor: every socket
+    /// written, then each read until its replies' bytes are in. No
+    /// decoding, no planning: what the proxies and servers allow.
+    struct Raw {
+        parts: Vec<(TcpStream, Vec<u8>, usize)>,
+        buf: Vec<u8>,
+    }
+
+    impl Raw {
+        fn new(parts: Vec<(String, Vec<u8>, usize)>) -> BoxResult<Raw> {
+            let mut out = Vec::new();
+            for (addr, bytes, expect) in parts {
+                let stream = TcpStream::connect(&addr)?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                out.push((stream, bytes, expect));
+            }
+            Ok(Raw {
+                parts: out,
+                buf: vec![0; 256 * 1024],
+            })
+        }
+
+        fn run(&mut self) -> BoxResult<()> {
+            for (stream, bytes, _) in &mut self.parts {
+                stream.write_all(bytes)?;
+            }
+            for (stream, _, expect) in &mut self.parts {
+                let mut got = 0;
+                while got < *expect {
+                    match stream.read(&mut self.buf)? {
+                        0 => return Err("raw socket closed".into()),
+                        n => got += n,
+                    }
+                }
+                if got != *expect {
+                    return Err(
+                        format!("raw socket: {} reply bytes, expected {}", got, expect).into(),
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// `n` commands as `n / DEPTH` runs of `pipe`; the wall time.
+    fn run_pipes(
+        client: &mut impl respline::Client,
+        pipe: &Pipeline,
+        n: usize,
+    ) -> BoxResult<Duration> {
+        let started = Instant::now();
+        for _ in 0..n / pipe.len() {
+            let replies = pipe.execute(client)?;
+            check_replies(&replies, pipe.len())?;
+            black_box(replies);
+        }
+        Ok(started.elapsed())
+    }
+
+    /// redis-benchmark's own cluster mode, for reference: one connection
+    /// per primary (`-c 3`), each with 1,000 commands in flight, on one
+    /// thread (`--threads 1`: in cluster mode it otherwise runs threads
+    /// whose reported time is a multiple of 250 ms).
+    fn redis_benchmark_cluster(config: &Config, local: &LocalCluster) -> BoxResult<()> {
+        let n = config.n_deep * 10;
+        let runs = config.runs.min(3);
+        let port = local.ports[0].to_string();
+        let mut line = Vec::new();
+        for op in [Op::Set, Op::Get] {
+            let mut rates = Vec::new();
+            for _ in 0..runs {
+                let output = Command::new("redis-benchmark")
+                    .args([
+                        "--cluster",
+                        "--threads",
+                        "1",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                    ])
+                    .args(["-c", "3", "-q", "-t", op.rb_test(), "-d", "16"])
+                    .args(["-n", &n.to_string(), "-P", &DEPTH.to_string()])
+                    .stdin(Stdio::null())
+                    .output()?;
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                match parse_redis_benchmark(&stdout, &op.rb_test().to_ascii_uppercase()) {
+                    Some(rps) => rates.push(rps),
+                    None => {
+                        let err = String::from_utf8_lossy(&output.stderr);
+                        let first = err
+                            .lines()
+                            .chain(stdout.lines())
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("no output")
+                            .to_string();
+                        println!("   redis-benchmark --cluster: {}", first.trim());
+                        return Ok(());
+                    }
+                }
+            }
+            line.push(format!(
+                "{} {}/s",
+                op.label(),
+                thousands(median(&mut rates))
+            ));
+        }
+        println!(
+            "   redis-benchmark --cluster --threads 1 -c 3 -P {} -d 16 -n {} (one connection per primary, \
+             each with {} commands in flight; median of {}): {}",
+            DEPTH,
+            n,
+            thousands(DEPTH as f64),
+            runs,
+            line.join(", ")
+        );
+        Ok(())
+    }
+
+    /// Every node behind its own delaying proxy, announcing the proxy's
+    /// port, so the client's slot map only holds proxied addresses: one
+    /// pipeline over three primaries against round trips.
+    fn through_proxies(
+        config: &Config,
+        local: &LocalCluster,
+        tcp: &Target,
+        keys: &[String],
+        pipes: &[(&str, &Pipeline)],
+    ) -> BoxResult<()> {
+        let delay = Duration::from_micros(500);
+        let mut proxies = Vec::new();
+        let mut proxy_of: HashMap<u16, u16> = HashMap::new();
+        for &port in &local.ports {
+            let proxy = Proxy::start(Upstream::Tcp(format!("127.0.0.1:{}", port)), delay)?;
+            proxy_of.insert(port, proxy.port);
+            proxies.push(proxy);
+        }
+        // Each node announces its proxy's port to clients (CLUSTER SLOTS,
+        // MOVED) and keeps its real bus port for the other nodes.
+        for &port in &local.ports {
+            let mut node = Connection::open(&format!("redis://127.0.0.1:{}", port))?;
+            node.query::<()>(("CONFIG", "SET", "cluster-announce-port", proxy_of[&port]))?;
+            node.query::<()>((
+                "CONFIG",
+                "SET",
+                "cluster-announce-bus-port",
+                u32::from(port) + 10_000,
+            ))?;
+        }
+        let proxied: Vec<u16> = local.ports.iter().map(|p| proxy_of[p]).collect();
+        wait_for_announced(&local.ports, &proxied)?;
+        let seeds: Vec<String> = proxied
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{}", p))
+            .collect();
+        let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+        let mut cluster = Cluster::open(&seeds)?;
+        let seen = cluster.primaries();
+        let bypassed: Vec<&String> = seen
+            .iter()
+            .filter(|a| {
+                !a.rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .map_or(false, |p| proxied.contains(&p))
+            })
+            .collect();
+        if !bypassed.is_empty() {
+            return Err(format!("the client sees unproxied primaries: {:?}", bypassed).into());
+        }
+        println!(
+            "   b. Every node behind its own +0.5 ms-each-way proxy (as in section 1), announcing the proxy's port \
+             (CONFIG SET cluster-announce-port): CLUSTER SLOTS on every node lists only proxy ports, and the \
+             client's primaries are {}",
+            seen.join(", ")
+        );
+
+        let single_proxy = Proxy::start(tcp.upstream.clone(), delay)?;
+        let mut single = Connection::open(&tcp.url_via(single_proxy.port))?;
+        let runs = config.proxy_runs;
+        // Warm up: connections to every node open, keys present.
+        for (_, pipe) in pipes {
+            for _ in 0..3 {
+                pipe.execute(&mut cluster)?;
+                pipe.execute(&mut single)?;
+            }
+        }
+        // The floor: the same commands, pre-encoded and pre-split by node,
+        // on plain sockets through the same proxies.
+        let mut raws = Vec::new();
+        for (name, pipe) in pipes {
+            let size = reply_size(name);
+            let single_raw = Raw::new(vec![(
+                format!("127.0.0.1:{}", single_proxy.port),
+                pipe.as_bytes().to_vec(),
+                DEPTH * size,
+            )])?;
+            let mut by_node: Vec<(String, Vec<String>)> = Vec::new();
+            for k in keys {
+                let node = cluster
+                    .primary_for_slot(respline::cluster::key_slot(k.as_bytes()))
+                    .ok_or("a slot without a primary")?;
+                match by_node.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, ks)) => ks.push(k.clone()),
+                    None => by_node.push((node, vec![k.clone()])),
+                }
+            }
+            let cluster_raw = Raw::new(
+                by_node
+                    .into_iter()
+                    .map(|(node, ks)| {
+                        let bytes = pipeline(name, &ks).as_bytes().to_vec();
+                        (node, bytes, ks.len() * size)
+                    })
+                    .collect(),
+            )?;
+            raws.push([single_raw, cluster_raw]);
+        }
+        for raw in raws.iter_mut().flatten() {
+            raw.run()?;
+        }
+
+        // Sides: respline on the single server, respline on the cluster,
+        // raw single, raw cluster.
+        let mut ping = Vec::new();
+        let mut times: Vec<[Vec<f64>; 4]> = (0..pipes.len()).map(|_| Default::default()).collect();
+        let mut cpu = times.clone();
+        for _ in 0..runs {
+            let t = Instant::now();
+            single.query::<String>(["PING"])?;
+            ping.push(ms(t.elapsed()));
+            for (i, (_, pipe)) in pipes.iter().enumerate() {
+                for side in 0..4 {
+                    let c = thread_cpu_ns();
+                    let t = Instant::now();
+                    match side {
+                        0 => check_replies(&pipe.execute(&mut single)?, DEPTH)?,
+                        1 => check_replies(&pipe.execute(&mut cluster)?, DEPTH)?,
+                        _ => raws[i][side - 2].run()?,
+                    }
+                    times[i][side].push(ms(t.elapsed()));
+                    if let (Some(a), Some(b)) = (c, thread_cpu_ns()) {
+                        cpu[i][side].push(b.saturating_sub(a) as f64 / 1e6);
+                    }
+                }
+            }
+        }
+        let rtt = median(&mut ping);
+        println!(
+            "   {:<62} {:>7} {:>12} {:>14}",
+            format!("request (median of {} runs, interleaved)", runs),
+            "ms",
+            "round trips",
+            "client CPU ms"
+        );
+        println!(
+            "   {:<62} {:>7.3} {:>12.2}",
+            "PING, single server via its proxy", rtt, 1.0
+        );
+        for (i, (name, _)) in pipes.iter().enumerate() {
+            for side in [2, 0, 3, 1] {
+                let t = median(&mut times[i][side]);
+                let c = if cpu[i][side].is_empty() {
+                    "n/a".to_string()
+                } else {
+                    format!("{:.3}", median(&mut cpu[i][side]))
+                };
+                let what = match side {
+                    0 => "respline Pipeline, single server",
+                    1 => "respline Pipeline, 3 primaries",
+                    2 => "floor: raw socket, single server",
+                    _ => "floor: raw sockets, pre-split, 3 primaries",
+                };
+                println!(
+                    "   {:<62} {:>7.3} {:>12.2} {:>14}{}",
+                    format!("{} {}s, {}", thousands(DEPTH as f64), name, what),
+                    t,
+                    t / rtt,
+                    c,
+                    if side == 1 { "  (target <= 1.5)" } else { "" }
+                );
+            }
+        }
+        let primaries_after = cluster.primaries();
+        println!(
+            "   slot-map refreshes by the proxied cluster client: {} (only the first; primaries still {})",
+            cluster.refreshes(),
+            if primaries_after == seen {
+                "the proxied ones"
+            } else {
+                "CHANGED"
+            }
+        );
+        drop(cluster);
+        drop(proxies);
+        Ok(())
+    }
+
+    /// Waits until every node's CLUSTER SLOTS names only `proxied` ports.
+    fn wait_for_announced(ports: &[u16], proxied: &[u16]) -> BoxResult<()> {
+        let started = Instant::now();
+        loop {
+            let mut stale = Vec::new();
+            for &port in ports {
+                let mut node = Connection::open(&format!("redis://127.0.0.1:{}", port))?;
+                let slots: Value = node.query(["CLUSTER", "SLOTS"])?;
+                for listed in slot_ports(&slots) {
+                    if !proxied.contains(&listed) {
+                        stale.push((port, listed));
+                    }
+                }
+            }
+            if stale.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                return Err(format!(
+                    "after 15 s, CLUSTER SLOTS still lists unproxied ports (node, port listed): {:?}",
+                    stale
+                )
+                .into());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every node port listed in a CLUSTER SLOTS reply.
+    fn slot_ports(slots: &Value) -> Vec<u16> {
+        let mut out = Vec::new();
+        if let Value::Array(ranges) = slots {
+            for range in ranges {
+                if let Value::Array(fields) = range {
+                    for node in fields.iter().skip(2) {
+                        if let Value::Array(parts) = node {
+                            if let Some(p) = parts.get(1).and_then(|v| v.as_i64()) {
+                                out.push(p as u16);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -110,6 +110,15 @@ pub enum Error {
         /// The failure.
         source: Box<Error>,
     },
+    /// A command (or a transaction) needs all its keys in one hash slot on
+    /// a cluster, and they are in several: refused before anything was
+    /// sent. A `{hash tag}` in the keys puts them in one slot.
+    CrossSlot {
+        /// The command, or `"a transaction"`.
+        command: String,
+        /// Two of the slots its keys are in.
+        slots: [u16; 2],
+    },
     /// Commands of a request to a cluster got no reply: the connection to
     /// their node failed (or, for a command split per slot, a part of it
     /// could not be run after others had); the request's other commands
@@ -182,6 +191,7 @@ impl Error {
                 | Error::ExecAbort { .. }
                 | Error::WatchAborted { .. }
                 | Error::GaveUp { .. }
+                | Error::CrossSlot { .. }
         )
     }
 
@@ -200,6 +210,7 @@ impl Error {
                 | Error::Handshake { .. }
                 | Error::NotSent { .. }
                 | Error::GaveUp { .. }
+                | Error::CrossSlot { .. }
         ) && match self {
             Error::Unanswered { source, .. } => source.may_have_reached_server(),
             _ => true,
@@ -324,6 +335,12 @@ impl fmt::Display for Error {
                 write!(f, "connection handshake failed at {}: {}", step, source)
             }
             Error::NotSent { source } => write!(f, "{} (the request was not sent)", source),
+            Error::CrossSlot { command, slots } => write!(
+                f,
+                "CROSSSLOT: {} needs all its keys in one hash slot on a cluster, found keys in \
+                 slots {} and {}; put them in one slot with a {{hash tag}} (nothing was sent)",
+                command, slots[0], slots[1]
+            ),
             Error::Unanswered { commands, source } => {
                 write!(f, "no reply to ")?;
                 write_commands(f, commands)?;

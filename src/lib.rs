@@ -108,7 +108,8 @@ pub use scan::{Scan, ScanIter};
 pub use script::{Script, ScriptInvocation};
 pub use transaction::{transaction, WatchOptions};
 
-/// The README's Rust examples, compiled as doctests.
-#[cfg(doctest)]
+/// The README's Rust examples, compiled as doctests (with every feature
+/// on: the README shows them all).
+#[cfg(all(doctest, feature = "cluster"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -95,16 +95,17 @@ fn text(v: &Value) -> String {
 
 fn expect_crossslot<T: std::fmt::Debug>(result: respline::Result<T>, what: &str) {
     match result {
-        Err(Error::Config(msg)) => assert!(
-            msg.contains("CROSSSLOT") && msg.contains("nothing was sent"),
-            "{}: {}",
-            what,
-            msg
-        ),
-        other => panic!(
-            "{}: expected a CROSSSLOT Error::Config, got {:?}",
-            what, other
-        ),
+        Err(e @ Error::CrossSlot { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("CROSSSLOT") && msg.contains("nothing was sent"),
+                "{}: {}",
+                what,
+                msg
+            );
+            assert!(!e.may_have_reached_server() && !e.breaks_connection());
+        }
+        other => panic!("{}: expected Error::CrossSlot, got {:?}", what, other),
     }
 }
 

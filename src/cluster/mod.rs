@@ -91,7 +91,7 @@ pub use slot::key_slot;
 ///   `TOUCH` are split per slot and their replies merged (MGET in the
 ///   caller's order, counts summed, MSET OK when every part is); this is
 ///   **not atomic**. Any other such command fails before it is sent, with a
-///   `CROSSSLOT` [`Error::Config`].
+///   [`Error::CrossSlot`].
 /// * Every primary, replies merged: `PING`, `FLUSHDB`, `FLUSHALL`,
 ///   `SCRIPT LOAD`, `SCRIPT FLUSH`, `FUNCTION LOAD`/`FLUSH`/`DELETE`/`RESTORE`
 ///   (the first reply, once all succeeded), `DBSIZE` (summed), `KEYS`
@@ -101,9 +101,9 @@ pub use slot::key_slot;
 /// # Failures
 ///
 /// An error reply stays that command's reply, as on one server. When a
-/// node fails, the commands it had answered keep their replies; the others
-/// are retried if they were never written, and otherwise reported in an
-/// [`Error::Unanswered`] that says they may have run. Redirects and
+/// node fails, its commands that were never written are sent again; the
+/// others are named in an [`Error::Unanswered`], which says they may have
+/// run (every other command of the request ran). Redirects and
 /// refusals past the bounds end in [`Error::GaveUp`].
 pub struct Cluster {
     nodes: Nodes,

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::plan::{split_args, Planner};
+use super::plan::{cross_slot, split_args, Planner};
 use super::run::{copy_error, millis, transport_failure, Action, Resend};
 use super::slot::key_slot;
 use super::topology::NodeAddr;
@@ -239,13 +239,7 @@ fn watched_slot(watch: &[u8]) -> Result<u16> {
     for range in args.iter().skip(1) {
         let s = key_slot(&watch[range.clone()]);
         match slot {
-            Some(t) if t != s => {
-                return Err(Error::Config(format!(
-                    "CROSSSLOT: a cluster transaction needs all its keys in one hash slot, found keys in slots {} and {}; \
-                     put them in one slot with a {{hash tag}} (nothing was sent)",
-                    t, s
-                )))
-            }
+            Some(t) if t != s => return Err(cross_slot("a transaction", (t, s))),
             _ => slot = Some(s),
         }
     }

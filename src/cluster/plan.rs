@@ -363,12 +363,11 @@ pub(super) fn upper(name: &[u8]) -> String {
 }
 
 /// The client-side CROSSSLOT refusal.
-fn cross_slot(name: &str, (a, b): (u16, u16)) -> Error {
-    Error::Config(format!(
-        "CROSSSLOT: {} needs all its keys in one hash slot on a cluster, found keys in slots {} and {}; \
-         put them in one slot with a {{hash tag}} (nothing was sent)",
-        name, a, b
-    ))
+pub(super) fn cross_slot(name: &str, (a, b): (u16, u16)) -> Error {
+    Error::CrossSlot {
+        command: name.to_string(),
+        slots: [a, b],
+    }
 }
 
 /// A command that would change one node connection's session, refused
