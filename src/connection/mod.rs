@@ -50,9 +50,9 @@ use crate::error::Result;
 use crate::resp::{Decoder, Limits, Protocol, Value};
 use transport::ReadBuf;
 
-pub(crate) use door::{changes_session, queue_full};
 #[cfg(feature = "cluster")]
 pub(crate) use door::is_session_command;
+pub(crate) use door::{changes_session, queue_full};
 
 /// Encoding buffers up to this size are kept between single commands.
 const MAX_KEPT_SCRATCH: usize = 64 * 1024;
