@@ -932,3 +932,38 @@ fn server_killed_and_restarted_at_many_points_of_a_10k_pipeline() {
         outcomes
     );
 }
+
+#[test]
+fn a_chunked_load_answered_with_more_replies_than_commands_breaks_the_connection() {
+    // The peer reads nothing, so the client's large write blocks; while it
+    // waits, it reads the replies already there, and the peer sends two
+    // for the load's one command.
+    let peer = FakePeer::start(vec![
+        Sleep(Duration::from_millis(300)),
+        Send(b"+OK\r\n+EXTRA\r\n".to_vec()),
+        Sleep(Duration::from_millis(500)),
+        Stall(Duration::from_millis(500)),
+    ]);
+    let mut conn = connect(&peer.with_read_timeout(5000).retry_unsent(false));
+    // Too big for the socket buffers, so the write cannot finish unread.
+    let value = vec![b'x'; 64 << 20];
+    let mut replies = Vec::new();
+    let err = conn
+        .execute_chunked(
+            std::iter::once(("SET", "k", &value[..])),
+            &Chunking::default(),
+            |i, v| replies.push((i, v)),
+        )
+        .unwrap_err();
+    assert_eq!(
+        protocol_kind(&err),
+        Some(ProtocolErrorKind::Unexpected),
+        "{:?}",
+        err
+    );
+    assert!(err.to_string().contains("unsolicited data"), "{}", err);
+    // No reply was handed over as the command's: which one answers it
+    // cannot be known.
+    assert!(replies.is_empty(), "{:?}", replies);
+    assert_refuses(&mut conn);
+}
