@@ -226,13 +226,8 @@ impl<'a, S: Read + Write, T: FromValue> ScanIter<'a, S, T> {
 
     fn next_item(&mut self) -> Option<Result<T>> {
         loop {
-            if let Some(first) = self.page.next() {
-                if !self.kind.pairs() {
-                    return Some(T::from_value(first));
-                }
-                // `split_page` checked that the page has an even length.
-                let second = self.page.next().unwrap_or(Value::Nil);
-                return Some(T::from_value(Value::Array(vec![first, second])));
+            if let Some(item) = take_item(self.kind, &mut self.page) {
+                return Some(item);
             }
             match self.state {
                 State::Start | State::More => {
@@ -264,6 +259,20 @@ impl<'a, S: Read + Write, T: FromValue> Iterator for ScanIter<'a, S, T> {
         }
         item
     }
+}
+
+/// The next item of a page, converted: an element, or for HSCAN and ZSCAN
+/// a pair of them (`split_page` checked that the page has an even length).
+pub(crate) fn take_item<T: FromValue>(
+    kind: Kind,
+    page: &mut vec::IntoIter<Value>,
+) -> Option<Result<T>> {
+    let first = page.next()?;
+    if !kind.pairs() {
+        return Some(T::from_value(first));
+    }
+    let second = page.next().unwrap_or(Value::Nil);
+    Some(T::from_value(Value::Array(vec![first, second])))
 }
 
 /// A page is `[cursor, [elements...]]`; HSCAN and ZSCAN pages hold pairs.

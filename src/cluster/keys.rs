@@ -34,12 +34,11 @@
 //! channels of `SPUBLISH`, `SSUBSCRIBE`, `SUNSUBSCRIBE`) are used, because a
 //! cluster routes sharded pub/sub by the channel's slot.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::{describe, unexpected};
 use crate::resp::number::{parse_i64, Form};
-use crate::resp::{ProtocolError, ProtocolErrorKind};
 use crate::{Error, Result, ServerError, Value};
 
 /// The longest command name (`name|subcommand` included) looked up; longer
@@ -706,21 +705,6 @@ fn refusal_or_unexpected(reply: &Value) -> Error {
             describe(other),
         ),
     }
-}
-
-/// A protocol error: the reply is valid RESP of the wrong shape.
-fn unexpected(expected: impl Into<Cow<'static, str>>, found: String) -> Error {
-    Error::Protocol(ProtocolError::new(
-        ProtocolErrorKind::Unexpected,
-        0,
-        expected,
-        found,
-    ))
-}
-
-/// A value's kind and short rendering, for error messages.
-fn describe(value: &Value) -> String {
-    format!("{} {}", value.kind(), value)
 }
 
 /// FNV-1a, for the command-name table: names are a few bytes, looked up

@@ -361,6 +361,25 @@ fn shift_indices(e: Error, base: usize) -> Error {
     }
 }
 
+/// A protocol error: a reply that is valid RESP of the wrong shape for
+/// what was asked (a slot map, a command table, a part of a split command).
+fn unexpected(
+    expected: impl Into<std::borrow::Cow<'static, str>>,
+    found: impl Into<String>,
+) -> Error {
+    Error::Protocol(crate::resp::ProtocolError::new(
+        crate::resp::ProtocolErrorKind::Unexpected,
+        0,
+        expected,
+        found,
+    ))
+}
+
+/// A value's kind and short rendering, for error messages.
+fn describe(value: &Value) -> String {
+    format!("{} {}", value.kind(), value)
+}
+
 /// A lone command's result: the error itself rather than a list of one.
 fn lone(result: Result<Vec<Value>>) -> Result<Value> {
     match result {

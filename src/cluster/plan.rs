@@ -7,9 +7,10 @@ use std::ops::Range;
 use super::keys::{CommandKind, CommandTable};
 use super::slot::key_slot;
 use super::topology::NodeAddr;
+use super::{describe, unexpected};
 use crate::connection::is_session_command;
 use crate::error::{Error, Result};
-use crate::resp::{write_header, ProtocolError, ProtocolErrorKind, Value};
+use crate::resp::{write_header, Value};
 
 /// Where a job goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -462,7 +463,7 @@ pub(super) fn merge(
             for v in &parts {
                 match v.as_i64() {
                     Some(n) => sum = sum.saturating_add(n),
-                    None => return unexpected("an integer", v),
+                    None => return unexpected_part("an integer", v),
                 }
             }
             Value::Integer(sum)
@@ -472,7 +473,7 @@ pub(super) fn merge(
             for v in parts {
                 match v.into_without_attributes() {
                     Value::Array(items) | Value::Set(items) => all.extend(items),
-                    other => return unexpected("an array", &other),
+                    other => return unexpected_part("an array", &other),
                 }
             }
             Value::Array(all)
@@ -482,7 +483,7 @@ pub(super) fn merge(
             for v in parts {
                 let items = match v.into_without_attributes() {
                     Value::Array(items) => items,
-                    other => return unexpected("an array", &other),
+                    other => return unexpected_part("an array", &other),
                 };
                 if all.is_empty() {
                     all = items;
@@ -502,7 +503,7 @@ pub(super) fn merge(
             for (v, range) in parts.into_iter().zip(key_order) {
                 let items = match v.into_without_attributes() {
                     Value::Array(items) if items.len() == range.len() => items,
-                    other => return unexpected("an array with one element per key", &other),
+                    other => return unexpected_part("an array with one element per key", &other),
                 };
                 for (item, &n) in items.into_iter().zip(&order[range.clone()]) {
                     if let Some(slot) = all.get_mut(n) {
@@ -517,11 +518,9 @@ pub(super) fn merge(
 
 /// A part's reply of the wrong kind for its command: the server is not
 /// behaving as Redis does.
-fn unexpected(expected: &str, found: &Value) -> Result<Value> {
-    Err(Error::Protocol(ProtocolError::new(
-        ProtocolErrorKind::Unexpected,
-        0,
+fn unexpected_part(expected: &str, found: &Value) -> Result<Value> {
+    Err(unexpected(
         format!("{} from every node", expected),
-        format!("{} {}", found.kind(), found),
-    )))
+        describe(found),
+    ))
 }

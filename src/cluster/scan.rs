@@ -9,7 +9,7 @@ use crate::cmd::{cmd, Cmd};
 use crate::convert::FromValue;
 use crate::error::Result;
 use crate::resp::Value;
-use crate::scan::{split_page, Kind};
+use crate::scan::{split_page, take_item, Kind};
 
 /// A cursor scan over a cluster being set up, made by [`Cluster::scan`],
 /// [`hscan`](Cluster::hscan), [`sscan`](Cluster::sscan) or
@@ -150,12 +150,8 @@ impl<T: FromValue> ClusterScanIter<'_, T> {
 
     fn next_item(&mut self) -> Option<Result<T>> {
         loop {
-            if let Some(first) = self.page.next() {
-                if !self.kind.pairs() {
-                    return Some(T::from_value(first));
-                }
-                let second = self.page.next().unwrap_or(Value::Nil);
-                return Some(T::from_value(Value::Array(vec![first, second])));
+            if let Some(item) = take_item(self.kind, &mut self.page) {
+                return Some(item);
             }
             match self.fetch() {
                 Ok(true) => {}

@@ -7,12 +7,11 @@
 //! "MOVED 3999 10.0.0.2:6381" ──▶ parse_redirect ──▶ Redirect ──▶ SlotMap::move_slot
 //! ```
 
-use std::borrow::Cow;
 use std::fmt;
 
 use super::slot::SLOTS;
+use super::{describe, unexpected};
 use crate::resp::number::parse_u64;
-use crate::resp::{ProtocolError, ProtocolErrorKind};
 use crate::{Error, Result, ServerError, Value};
 
 /// The owner index of a slot no shard serves.
@@ -480,21 +479,6 @@ fn refusal_or_unexpected(reply: &Value) -> Error {
         Value::BlobError(bytes) => Error::from(ServerError::new(&String::from_utf8_lossy(bytes))),
         other => unexpected("CLUSTER SLOTS to answer with an array", describe(other)),
     }
-}
-
-/// A protocol error: the reply is valid RESP of the wrong shape.
-fn unexpected(expected: impl Into<Cow<'static, str>>, found: impl Into<String>) -> Error {
-    Error::Protocol(ProtocolError::new(
-        ProtocolErrorKind::Unexpected,
-        0,
-        expected,
-        found,
-    ))
-}
-
-/// A value's kind and short rendering, for error messages.
-fn describe(value: &Value) -> String {
-    format!("{} {}", value.kind(), value)
 }
 
 #[cfg(test)]
