@@ -853,12 +853,12 @@ fn asks_inside_a_pipeline_keep_the_callers_order() {
 
 // ----------------------------------------------------------- 5. redirect loops
 
-#[test]
-fn a_moved_loop_between_two_nodes_gives_up_after_max_attempts() {
-    let topology = Topology::default();
+/// Two nodes that answer every SET with a MOVED to each other; the map
+/// says the first serves every slot.
+fn moved_loop(topology: &Topology) -> (FakeNode, FakeNode) {
     let ports = Arc::new(Mutex::new((0u16, 0u16)));
     let (pa, pb) = (ports.clone(), ports.clone());
-    let a = node(&topology, move |req| match req.name().as_str() {
+    let a = node(topology, move |req| match req.name().as_str() {
         "SET" => Some(Answer::Reply(moved(
             slot_of(&req.arg(1)),
             "127.0.0.1",
@@ -866,7 +866,7 @@ fn a_moved_loop_between_two_nodes_gives_up_after_max_attempts() {
         ))),
         _ => None,
     });
-    let b = node(&topology, move |req| match req.name().as_str() {
+    let b = node(topology, move |req| match req.name().as_str() {
         "SET" => Some(Answer::Reply(moved(
             slot_of(&req.arg(1)),
             "127.0.0.1",
@@ -876,6 +876,13 @@ fn a_moved_loop_between_two_nodes_gives_up_after_max_attempts() {
     });
     *ports.lock().unwrap() = (a.port(), b.port());
     topology.set(cluster_slots(&[(0, 16383, &[("127.0.0.1", a.port())])]));
+    (a, b)
+}
+
+#[test]
+fn a_moved_loop_between_two_nodes_gives_up_after_max_attempts() {
+    let topology = Topology::default();
+    let (a, b) = moved_loop(&topology);
     let mut c = connect(
         &options(&[a.port()])
             .max_attempts(6)
@@ -901,26 +908,7 @@ fn a_moved_loop_between_two_nodes_gives_up_after_max_attempts() {
 #[test]
 fn a_moved_loop_ends_at_the_retry_window_when_attempts_are_plenty() {
     let topology = Topology::default();
-    let ports = Arc::new(Mutex::new((0u16, 0u16)));
-    let (pa, pb) = (ports.clone(), ports.clone());
-    let a = node(&topology, move |req| match req.name().as_str() {
-        "SET" => Some(Answer::Reply(moved(
-            slot_of(&req.arg(1)),
-            "127.0.0.1",
-            pa.lock().unwrap().1,
-        ))),
-        _ => None,
-    });
-    let b = node(&topology, move |req| match req.name().as_str() {
-        "SET" => Some(Answer::Reply(moved(
-            slot_of(&req.arg(1)),
-            "127.0.0.1",
-            pb.lock().unwrap().0,
-        ))),
-        _ => None,
-    });
-    *ports.lock().unwrap() = (a.port(), b.port());
-    topology.set(cluster_slots(&[(0, 16383, &[("127.0.0.1", a.port())])]));
+    let (a, _b) = moved_loop(&topology);
     let window = Duration::from_millis(200);
     let mut c = connect(
         &options(&[a.port()])
