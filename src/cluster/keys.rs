@@ -242,6 +242,16 @@ impl CommandTable {
         }
     }
 
+    /// Whether the command named `name` has exactly one key, its first
+    /// argument (`GET`, `SET`, `INCR`, `HSET`...), whatever its other
+    /// arguments: the shape the quick path routes without the planner.
+    pub(crate) fn key_is_first_argument(&self, name: &[u8]) -> bool {
+        match self.lookup(&[name]) {
+            Some(info) => !info.has_subcommands && info.keys.is_first_argument_only(),
+            None => false,
+        }
+    }
+
     /// The entry for `args`: the subcommand's when there is one, else the
     /// command's.
     fn lookup(&self, args: &[&[u8]]) -> Option<&CommandInfo> {
@@ -464,6 +474,26 @@ fn int_field(value: &Value, name: &[u8]) -> Option<i64> {
 }
 
 impl KeyRule {
+    /// The rule gives one key, at argument 1, for any arguments.
+    fn is_first_argument_only(&self) -> bool {
+        match self {
+            KeyRule::Range { first, last, step } => *first == 1 && *last == 1 && *step >= 1,
+            KeyRule::Specs(specs) => match specs.as_slice() {
+                [KeySpec {
+                    begin: BeginSearch::Index(1),
+                    find:
+                        FindKeys::Range {
+                            last_key: 0,
+                            key_step,
+                            ..
+                        },
+                }] => *key_step >= 1,
+                _ => false,
+            },
+            KeyRule::Builtin(_) => false,
+        }
+    }
+
     /// Appends the positions of the keys in `args` (in any order; the caller
     /// sorts).
     fn find(&self, args: &[&[u8]], out: &mut Vec<usize>) {

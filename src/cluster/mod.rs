@@ -30,6 +30,7 @@ mod nodes;
 mod options;
 mod plan;
 mod pubsub;
+mod quick;
 mod run;
 mod scan;
 mod slot;
@@ -110,6 +111,7 @@ pub struct Cluster {
     /// Reused: argument ranges and key positions of the command planned.
     planner_args: Vec<std::ops::Range<usize>>,
     planner_positions: Vec<usize>,
+    quick: quick::QuickScratch,
     scratch: Vec<u8>,
 }
 
@@ -128,6 +130,7 @@ impl Cluster {
             nodes: Nodes::connect(options)?,
             planner_args: Vec::new(),
             planner_positions: Vec::new(),
+            quick: quick::QuickScratch::default(),
             scratch: Vec::new(),
         })
     }
@@ -267,8 +270,42 @@ impl Cluster {
         lone(result)
     }
 
-    /// Plans and runs `count` encoded commands.
+    /// Runs `count` encoded commands, handing each reply to `each` in
+    /// order: by the quick path when every command has one key, its first
+    /// argument; else planned.
+    fn run_each(
+        &mut self,
+        bytes: &[u8],
+        count: usize,
+        resend: Resend,
+        each: &mut dyn FnMut(usize, Value) -> Result<()>,
+    ) -> Result<()> {
+        let replies = match self.nodes.run_quick(bytes, count, resend, &mut self.quick) {
+            quick::Quick::Grouped(groups) => return self.quick.hand_over(groups, each),
+            quick::Quick::Done(result) => result?,
+            quick::Quick::Plan => self.run_planned(bytes, count, resend)?,
+        };
+        let mut first_error = None;
+        for (i, v) in replies.into_iter().enumerate() {
+            if let Err(e) = each(i, v) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// [`Cluster::run_each`], the replies collected.
     fn run_encoded(&mut self, bytes: &[u8], count: usize, resend: Resend) -> Result<Vec<Value>> {
+        let mut replies = Vec::with_capacity(count);
+        self.run_each(bytes, count, resend, &mut |_, v| {
+            replies.push(v);
+            Ok(())
+        })?;
+        Ok(replies)
+    }
+
+    /// Plans and runs `count` encoded commands.
+    fn run_planned(&mut self, bytes: &[u8], count: usize, resend: Resend) -> Result<Vec<Value>> {
         let mut planner = Planner {
             table: &self.nodes.table,
             primaries: self.nodes.primaries(),
@@ -459,14 +496,7 @@ fn run_pipeline(
     if pipe.is_empty() {
         return Ok(());
     }
-    let replies = cluster.run_encoded(pipe.as_bytes(), pipe.len(), resend)?;
-    let mut first_error = None;
-    for (i, v) in replies.into_iter().enumerate() {
-        if let Err(e) = each(i, v) {
-            first_error.get_or_insert(e);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
+    cluster.run_each(pipe.as_bytes(), pipe.len(), resend, each)
 }
 
 impl fmt::Debug for Cluster {

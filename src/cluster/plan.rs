@@ -312,7 +312,7 @@ impl Planner<'_> {
 }
 
 /// A fresh job.
-fn job(caller: usize, bytes: Src, target: Target, readonly: bool) -> Job {
+pub(super) fn job(caller: usize, bytes: Src, target: Target, readonly: bool) -> Job {
     Job {
         caller,
         bytes,
@@ -329,7 +329,7 @@ fn job(caller: usize, bytes: Src, target: Target, readonly: bool) -> Job {
 }
 
 /// Commands that go to every primary, and how their replies merge.
-fn fan_out(args: &[&[u8]]) -> Option<Merge> {
+pub(super) fn fan_out(args: &[&[u8]]) -> Option<Merge> {
     let is = |i: usize, name: &[u8]| args.get(i).map_or(false, |a| a.eq_ignore_ascii_case(name));
     let name = args.first()?;
     // Most commands are none of these: tell by the length first.

@@ -33,17 +33,18 @@ pub(super) enum Resend {
 }
 
 /// The commands going to one node in one round.
-struct Group {
-    addr: NodeAddr,
+pub(super) struct Group {
+    pub(super) addr: NodeAddr,
     bytes: Vec<u8>,
-    /// Each job, and whether `ASKING` goes before it.
-    entries: Vec<(usize, bool)>,
+    /// Each job (or, on the quick path, command), and whether `ASKING`
+    /// goes before it.
+    pub(super) entries: Vec<(usize, bool)>,
     /// The replies owed: one per job, and one per `ASKING`.
-    replies: usize,
+    pub(super) replies: usize,
     /// While grouping: the bytes and jobs to come.
     size: usize,
     jobs: usize,
-    received: VecDeque<Value>,
+    pub(super) received: VecDeque<Value>,
     /// Why the node failed, and whether anything reached it.
     failure: Option<(Error, bool)>,
 }
@@ -61,6 +62,34 @@ impl Group {
             failure: None,
         }
     }
+
+    /// A group whose buffers hold `size` bytes of `commands` commands
+    /// (without `ASKING`) before they must grow.
+    pub(super) fn sized(addr: NodeAddr, size: usize, commands: usize) -> Group {
+        let mut group = Group::new(addr);
+        group.bytes.reserve_exact(size);
+        group.received.reserve_exact(commands);
+        group
+    }
+
+    /// Adds a command without listing it in `entries`.
+    #[inline]
+    pub(super) fn add_unlisted(&mut self, command: &[u8]) {
+        self.bytes.extend_from_slice(command);
+        self.replies += 1;
+    }
+
+    /// Adds a command, `ASKING` first when `asking`.
+    #[inline]
+    pub(super) fn add(&mut self, command: &[u8], entry: usize, asking: bool) {
+        if asking {
+            self.bytes.extend_from_slice(ASKING);
+            self.replies += 1;
+        }
+        self.bytes.extend_from_slice(command);
+        self.replies += 1;
+        self.entries.push((entry, asking));
+    }
 }
 
 /// What to do about a redirect or refusal.
@@ -76,8 +105,8 @@ pub(super) enum Action {
 
 /// Why a round wants a pause before the next.
 #[derive(Default)]
-struct RoundOutcome {
-    pause: bool,
+pub(super) struct RoundOutcome {
+    pub(super) pause: bool,
 }
 
 impl Nodes {
@@ -89,8 +118,19 @@ impl Nodes {
         caller: &[u8],
         resend: Resend,
     ) -> Result<Vec<Value>> {
-        let started = Instant::now();
-        let mut round = 0u32;
+        self.run_after(plan, caller, resend, Instant::now(), 0)
+    }
+
+    /// [`Nodes::run`] for a request `started` earlier that already made
+    /// `round` paused rounds (the quick path's).
+    pub(super) fn run_after(
+        &mut self,
+        plan: &mut Plan,
+        caller: &[u8],
+        resend: Resend,
+        started: Instant,
+        mut round: u32,
+    ) -> Result<Vec<Value>> {
         loop {
             self.refresh_if_due();
             self.give_up_beyond_bounds(plan, started);
@@ -208,19 +248,14 @@ impl Nodes {
             group.bytes.reserve_exact(group.size);
             group.entries.reserve_exact(group.jobs);
             group.received.reserve_exact(group.replies);
+            group.replies = 0;
         }
         for (j, &g) in group_of.iter().enumerate() {
             if g == NONE {
                 continue;
             }
-            let group = &mut groups[g];
             let job = &plan.jobs[j];
-            let asking = job.ask.is_some();
-            if asking {
-                group.bytes.extend_from_slice(ASKING);
-            }
-            group.bytes.extend_from_slice(plan.bytes(caller, job.bytes));
-            group.entries.push((j, asking));
+            groups[g].add(plan.bytes(caller, job.bytes), j, job.ask.is_some());
         }
         if unserved {
             self.want_refresh();
@@ -245,7 +280,7 @@ impl Nodes {
     }
 
     /// Opens the group's exchange and writes it.
-    fn write_group(&mut self, group: &mut Group) {
+    pub(super) fn write_group(&mut self, group: &mut Group) {
         let conn = match self.conn(&group.addr) {
             Ok(conn) => conn,
             Err(e) => {
@@ -269,7 +304,7 @@ impl Nodes {
     }
 
     /// Reads the rest of the group's replies.
-    fn read_group(&mut self, group: &mut Group) {
+    pub(super) fn read_group(&mut self, group: &mut Group) {
         if group.failure.is_some() {
             self.drop_conn(&group.addr);
             return;
@@ -322,7 +357,7 @@ impl Nodes {
     }
 
     /// A job whose node failed before answering it.
-    fn unanswered(
+    pub(super) fn unanswered(
         &mut self,
         job: &mut Job,
         group: &Group,
@@ -345,7 +380,13 @@ impl Nodes {
     }
 
     /// A reply: the job's answer, or a redirect or refusal to act on.
-    fn follow(&mut self, job: &mut Job, reply: Value, from: &NodeAddr, outcome: &mut RoundOutcome) {
+    pub(super) fn follow(
+        &mut self,
+        job: &mut Job,
+        reply: Value,
+        from: &NodeAddr,
+        outcome: &mut RoundOutcome,
+    ) {
         let line = match &reply {
             Value::Error(line) => line.as_str(),
             _ => {

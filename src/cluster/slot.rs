@@ -12,13 +12,16 @@ pub(crate) const SLOTS: u16 = 16384;
 /// The CRC16-XMODEM polynomial (x^16 + x^12 + x^5 + 1).
 const POLY: u16 = 0x1021;
 
-/// The CRC of every byte value, so hashing costs one lookup per byte.
-static CRC16_TABLE: [u16; 256] = crc16_table();
+/// `TABLES[k][b]`: the CRC register after shifting byte `b` and then `k`
+/// zero bytes through it. `TABLES[0]` is the classic one-byte table; the
+/// others let [`crc16`] take eight bytes per step with eight independent
+/// lookups ("slicing by 8"): the CRC is linear, so the register after eight
+/// bytes is the XOR of each byte's contribution.
+static TABLES: [[u16; 256]; 8] = crc16_tables();
 
-/// Builds [`CRC16_TABLE`] at compile time: entry `b` is the CRC register
-/// after shifting the byte `b` through it, most significant bit first.
-const fn crc16_table() -> [u16; 256] {
-    let mut table = [0u16; 256];
+/// Builds [`TABLES`] at compile time.
+const fn crc16_tables() -> [[u16; 256]; 8] {
+    let mut tables = [[0u16; 256]; 8];
     let mut byte = 0;
     while byte < 256 {
         let mut crc = (byte as u16) << 8;
@@ -31,34 +34,84 @@ const fn crc16_table() -> [u16; 256] {
             };
             bit += 1;
         }
-        table[byte] = crc;
+        tables[0][byte] = crc;
         byte += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut byte = 0;
+        while byte < 256 {
+            // One more zero byte through the register.
+            let prev = tables[k - 1][byte];
+            tables[k][byte] = (prev << 8) ^ tables[0][(prev >> 8) as usize];
+            byte += 1;
+        }
+        k += 1;
+    }
+    tables
 }
 
 /// CRC16-XMODEM of `bytes`: polynomial 0x1021, initial value 0, no
 /// reflection, no final XOR.
 pub(crate) fn crc16(bytes: &[u8]) -> u16 {
-    bytes.iter().fold(0u16, |crc, &b| {
-        let index = usize::from((crc >> 8) as u8 ^ b);
-        (crc << 8) ^ CRC16_TABLE[index]
+    let t = &TABLES;
+    let mut crc = 0u16;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        // The register's two bytes meet the chunk's first two.
+        let [hi, lo] = crc.to_be_bytes();
+        crc = t[7][usize::from(hi ^ c[0])]
+            ^ t[6][usize::from(lo ^ c[1])]
+            ^ t[5][usize::from(c[2])]
+            ^ t[4][usize::from(c[3])]
+            ^ t[3][usize::from(c[4])]
+            ^ t[2][usize::from(c[5])]
+            ^ t[1][usize::from(c[6])]
+            ^ t[0][usize::from(c[7])];
+    }
+    chunks.remainder().iter().fold(crc, |crc, &b| {
+        (crc << 8) ^ t[0][usize::from((crc >> 8) as u8 ^ b)]
     })
 }
 
 /// The part of `key` that is hashed: the content of its hash tag (between
 /// the first `{` and the first `}` after it) when that is not empty, else
 /// the whole key.
+#[inline]
 pub(crate) fn hash_tag(key: &[u8]) -> &[u8] {
-    let open = match key.iter().position(|&b| b == b'{') {
+    let open = match find_byte(key, b'{') {
         Some(i) => i,
         None => return key,
     };
     let rest = &key[open + 1..];
-    match rest.iter().position(|&b| b == b'}') {
+    match find_byte(rest, b'}') {
         Some(len) if len > 0 => &rest[..len],
         _ => key,
     }
+}
+
+/// The first position of `byte` in `bytes`, eight bytes per step.
+#[inline]
+fn find_byte(bytes: &[u8], byte: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES * u64::from(byte);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ pattern;
+        // A zero byte in `word` is a match (the classic has-zero-byte test;
+        // it may flag a byte after a true match, never before one).
+        if word.wrapping_sub(ONES) & !word & HIGHS != 0 {
+            return c.iter().position(|&b| b == byte).map(|i| at + i);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == byte)
+        .map(|i| at + i)
 }
 
 /// The hash slot (0 to 16383) that `key` belongs to in a Redis Cluster.
@@ -109,12 +162,41 @@ mod tests {
     }
 
     #[test]
-    fn table_matches_the_bitwise_definition() {
+    fn tables_match_the_bitwise_definition() {
         for b in 0..=255u8 {
             assert_eq!(crc16(&[b]), crc16_bitwise(&[b]), "byte {}", b);
         }
         let text: Vec<u8> = (0..1000u32).map(|i| (i * 37 % 251) as u8).collect();
+        // Every length and offset, so each path of the eight-byte steps
+        // and the remainder meet.
+        for start in 0..9 {
+            for end in start..text.len().min(start + 40) {
+                let part = &text[start..end];
+                assert_eq!(crc16(part), crc16_bitwise(part), "{:?}", part);
+            }
+        }
         assert_eq!(crc16(&text), crc16_bitwise(&text));
+    }
+
+    #[test]
+    fn find_byte_finds_the_first_at_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = b'{';
+                if at + 1 < len {
+                    bytes[at + 1] = b'{';
+                }
+                assert_eq!(find_byte(&bytes, b'{'), Some(at));
+                // 0x7a and 0x7c sit next to `{` (0x7b): no false match.
+                let near: Vec<u8> = (0..len)
+                    .map(|i| if i % 2 == 0 { 0x7a } else { 0x7c })
+                    .collect();
+                assert_eq!(find_byte(&near, b'{'), None);
+            }
+        }
+        assert_eq!(find_byte(b"", b'{'), None);
+        assert_eq!(find_byte(&[0xff; 17], 0x7f), None);
     }
 
     #[test]

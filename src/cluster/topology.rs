@@ -212,6 +212,26 @@ impl SlotMap {
         self.shard(slot).map(|s| &s.primary)
     }
 
+    /// The index of the shard that serves `slot` (see [`SlotMap::shard_at`]),
+    /// if any.
+    #[inline]
+    pub(crate) fn owner(&self, slot: u16) -> Option<usize> {
+        match self.owners.get(usize::from(slot)) {
+            Some(&owner) if owner != UNSERVED => Some(usize::from(owner)),
+            _ => None,
+        }
+    }
+
+    /// How many shards the map knows (some may serve no slot).
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard at `index`, as [`SlotMap::owner`] gives it.
+    pub(crate) fn shard_at(&self, index: usize) -> Option<&Shard> {
+        self.shards.get(index)
+    }
+
     /// The shard that serves `slot`, if any (none for a slot past 16383).
     pub(crate) fn shard(&self, slot: u16) -> Option<&Shard> {
         let owner = *self.owners.get(usize::from(slot))?;
