@@ -851,6 +851,74 @@ fn asks_inside_a_pipeline_keep_the_callers_order() {
     assert_eq!(b.connections(), 1);
 }
 
+/// The same six GETs over two nodes, one MOVED to the other node and one
+/// refused once with TRYAGAIN, first alone (every command has one key, its
+/// first argument: the quick path) and then with an MGET after them (which
+/// the planner must route): the same replies, in the caller's order.
+#[test]
+fn a_pipeline_redirected_in_part_is_answered_in_order_on_the_quick_and_the_planned_path() {
+    for planned in [false, true] {
+        let topology = Topology::default();
+        let b = plain(&topology);
+        let b_port = b.port();
+        let on_a = keys_in(0, 8191, 4);
+        let on_b = keys_in(8192, 16383, 2);
+        let (moved_key, busy_key) = (on_a[1].clone(), on_a[2].clone());
+        let refused = AtomicUsize::new(0);
+        let a = node(&topology, move |req| {
+            let key = req.arg(1);
+            match req.name().as_str() {
+                "GET" if key == moved_key => {
+                    Some(Answer::Reply(moved(slot_of(&key), "127.0.0.1", b_port)))
+                }
+                "GET" if key == busy_key && refused.fetch_add(1, Ordering::SeqCst) == 0 => {
+                    Some(Answer::Reply(err(
+                        "TRYAGAIN Multiple keys request during rehashing of slot",
+                    )))
+                }
+                _ => None,
+            }
+        });
+        topology.set(cluster_slots(&[
+            (0, 8191, &[("127.0.0.1", a.port())]),
+            (8192, 16383, &[("127.0.0.1", b_port)]),
+        ]));
+        let mut c = connect(&options(&[a.port()]));
+        let keys = [&on_a[0], &on_a[1], &on_b[0], &on_a[2], &on_a[3], &on_b[1]];
+        let owners = [a.port(), b_port, b_port, a.port(), a.port(), b_port];
+        let mut pipe = Pipeline::new();
+        for k in &keys {
+            pipe.cmd(["GET", k.as_str()]);
+        }
+        if planned {
+            pipe.cmd(["MGET", on_a[3].as_str()]);
+        }
+        let started = Instant::now();
+        let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+        let texts: Vec<String> = replies[..keys.len()].iter().map(text).collect();
+        let expected: Vec<String> = keys
+            .iter()
+            .zip(owners)
+            .map(|(k, port)| owned(port, k))
+            .collect();
+        assert_eq!(texts, expected, "planned: {}", planned);
+        if planned {
+            assert_eq!(
+                replies[keys.len()],
+                Value::Array(vec![Value::BulkString(
+                    owned(a.port(), &on_a[3]).into_bytes()
+                )])
+            );
+        }
+        // The refused GET waited one pause (10 ms) and was sent twice; the
+        // moved one went to b at once.
+        assert!(started.elapsed() >= Duration::from_millis(9));
+        assert_eq!(a.count(&["GET", &on_a[2]]), 2);
+        assert_eq!(a.count(&["GET", &on_a[1]]), 1);
+        assert_eq!(b.count(&["GET", &on_a[1]]), 1);
+    }
+}
+
 // ----------------------------------------------------------- 5. redirect loops
 
 /// Two nodes that answer every SET with a MOVED to each other; the map

@@ -2,7 +2,9 @@
 //! per node and its one door.
 //!
 //! ```text
-//! command ──▶ plan.rs: keys (keys.rs, from the server's COMMAND table) ──▶ slot (slot.rs)
+//! command ──▶ quick.rs: one key, its first argument (GET, SET, HSET...)? routed in one pass,
+//!                      copied per node, answered in place; a redirect or failure goes on to run.rs
+//!         ──▶ plan.rs: keys (keys.rs, from the server's COMMAND table) ──▶ slot (slot.rs)
 //!                      ──▶ a job per node, or per slot (MGET, DEL... split), or per primary (DBSIZE...)
 //!         ──▶ run.rs:  group jobs by node (slot map: topology.rs, nodes.rs)
 //!                      ──▶ write every group, then read every group
