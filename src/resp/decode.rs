@@ -195,8 +195,8 @@ const MAX_NUMBER_LEN: usize = 20;
 /// general path, which remembers how far it scanned.
 const QUICK_LINE: usize = 128;
 
-/// The fast path for the commonest elements: a `+`, `:` or `$` element
-/// with a short header, wholly present in `rest`. `None` sends the caller
+/// The fast path for the commonest elements: a nil, or a `+`, `:` or `$`
+/// element with a short header, wholly present in `rest`. `None` sends the caller
 /// down the general path ([`Decoder::next_token`]), which also reports every
 /// error; this only accepts what the general path accepts, and gives the same
 /// value. Its scan is bounded by [`QUICK_LINE`], so a long line arriving
@@ -204,6 +204,9 @@ const QUICK_LINE: usize = 128;
 #[inline(always)]
 fn quick_scalar(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
     match *rest.first()? {
+        // Nil: RESP3's `_`, RESP2's null bulk string and null array.
+        b'_' if rest.get(1..3) == Some(b"\r\n") => Some((Value::Nil, 3)),
+        b'$' | b'*' if rest.get(1..5) == Some(b"-1\r\n") => Some((Value::Nil, 5)),
         b'+' => {
             let cr = short_line(rest, limits.max_line_len.min(QUICK_LINE))?;
             Some((Value::SimpleString(simple_string(&rest[1..cr])), cr + 2))
