@@ -88,11 +88,12 @@ impl Nodes {
         if self.options.read_from_replicas || u32::try_from(bytes.len()).is_err() {
             return Quick::Plan;
         }
+        let started = Instant::now();
+        // Before routing: a refresh renumbers the shards.
+        self.refresh_if_due();
         if !self.route_all(bytes, count, &mut scratch.routed) {
             return Quick::Plan;
         }
-        let started = Instant::now();
-        self.refresh_if_due();
         let mut groups = self.quick_groups(bytes, &scratch.routed);
         for group in groups.iter_mut().flatten() {
             self.write_group(group);
