@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use fake_cluster::{array, bulk, default_handshake, Answer, FakeNode};
 use respline::sentinel::SENTINEL_TIMEOUT;
-use respline::{Addr, ConnectOptions, Connection, Error, Sentinel, SentinelOptions};
+use respline::{Addr, ConnectOptions, Connection, Error, Pipeline, Sentinel, SentinelOptions};
 use support::sentinel::{shared, TestSentinels, PRIMARY_NAME};
 use support::HOST;
 
@@ -386,67 +386,83 @@ fn a_killed_primary_is_replaced_and_writes_resume_by_themselves() {
     let mut writes: Vec<Write> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     let mut conn = Some(sentinel.connect_primary().unwrap());
-    let mut killed_at = None;
     let mut resumed_at = None;
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut i = 0;
-    // Write until a second after the writes resumed on the new primary.
-    while resumed_at.map_or(true, |t: Instant| t.elapsed() < Duration::from_secs(1)) {
-        assert!(
-            Instant::now() < deadline,
-            "writes did not resume: {:?}\n{}",
-            errors,
-            group.log_tails()
-        );
-        if killed_at.is_none() && i == 200 {
+    // kill -9 from another thread, at whatever point the writes are.
+    let killed_at = thread::scope(|s| {
+        let killer = s.spawn(|| {
+            thread::sleep(Duration::from_millis(300));
             group.kill(old);
-            killed_at = Some(Instant::now());
-        }
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match sentinel.connect_primary() {
-                Ok(c) => conn.insert(c),
+            Instant::now()
+        });
+        // Write until a second after the writes resumed on the new primary.
+        let mut i = 0;
+        while resumed_at.map_or(true, |t: Instant| t.elapsed() < Duration::from_secs(1)) {
+            assert!(
+                Instant::now() < deadline,
+                "writes did not resume: {:#?}",
+                errors
+            );
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match sentinel.connect_primary() {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        assert!(!e.may_have_reached_server(), "{}", e);
+                        errors.push(format!("connect: {}", e));
+                        continue;
+                    }
+                },
+            };
+            let key = format!("kill:{}", i);
+            i += 1;
+            let by = conn_port(c);
+            match c.execute(["SET", key.as_str(), "1"]) {
+                Ok(_) if by == old => {
+                    // Acknowledged; replicated to both replicas?
+                    let replicas = match c.query::<i64>(["WAIT", "2", "100"]) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            errors.push(format!("WAIT after SET {}: {}", key, e));
+                            conn = None;
+                            0
+                        }
+                    };
+                    writes.push(Write {
+                        key,
+                        acked_by: Some(by),
+                        replicas,
+                        may_have_run: true,
+                    });
+                }
+                Ok(_) => {
+                    resumed_at.get_or_insert_with(Instant::now);
+                    writes.push(Write {
+                        key,
+                        acked_by: Some(by),
+                        replicas: 0,
+                        may_have_run: true,
+                    });
+                }
                 Err(e) => {
-                    assert!(!e.may_have_reached_server(), "{}", e);
-                    errors.push(format!("connect: {}", e));
-                    continue;
+                    errors.push(format!(
+                        "SET {} (may have run: {}): {}",
+                        key,
+                        e.may_have_reached_server(),
+                        e
+                    ));
+                    writes.push(Write {
+                        key,
+                        acked_by: None,
+                        replicas: 0,
+                        may_have_run: e.may_have_reached_server(),
+                    });
+                    conn = None;
                 }
-            },
-        };
-        let key = format!("kill:{}", i);
-        i += 1;
-        let by = conn_port(c);
-        match c.execute(["SET", key.as_str(), "1"]) {
-            Ok(_) => {
-                let replicas: i64 = c.query(["WAIT", "2", "100"]).unwrap_or(0);
-                if by != old && resumed_at.is_none() {
-                    resumed_at = Some(Instant::now());
-                }
-                writes.push(Write {
-                    key,
-                    acked_by: Some(by),
-                    replicas,
-                    may_have_run: true,
-                });
-            }
-            Err(e) => {
-                errors.push(format!(
-                    "SET {} (may have run: {}): {}",
-                    key,
-                    e.may_have_reached_server(),
-                    e
-                ));
-                writes.push(Write {
-                    key,
-                    acked_by: None,
-                    replicas: 0,
-                    may_have_run: e.may_have_reached_server(),
-                });
-                conn = None;
             }
         }
-    }
-    let killed_at = killed_at.expect("the primary was killed");
+        killer.join().unwrap()
+    });
     let resumed_after = resumed_at.unwrap().duration_since(killed_at);
     let new = group.wait_for_new_primary(old);
     assert!(group.replica_ports().contains(&new));
@@ -458,10 +474,13 @@ fn a_killed_primary_is_replaced_and_writes_resume_by_themselves() {
     // error said it could not have run is not.
     let mut reader = sentinel.connect_primary().unwrap();
     assert_eq!(conn_port(&reader), new);
-    let mut lost_weak = 0;
-    let mut weak = 0;
+    let mut gets = Pipeline::new();
     for w in &writes {
-        let present: Option<String> = reader.query(["GET", w.key.as_str()]).unwrap();
+        gets.cmd(["GET", w.key.as_str()]);
+    }
+    let found: Vec<Option<String>> = gets.query(&mut reader).unwrap();
+    let (mut weak, mut lost_weak, mut unknown, mut unknown_ran) = (0, 0, 0, 0);
+    for (w, present) in writes.iter().zip(found) {
         match w.acked_by {
             Some(by) if by == new || w.replicas >= 2 => {
                 assert!(present.is_some(), "acknowledged write {} lost", w.key)
@@ -473,7 +492,10 @@ fn a_killed_primary_is_replaced_and_writes_resume_by_themselves() {
             None if !w.may_have_run => {
                 assert!(present.is_none(), "{} ran though said unsent", w.key)
             }
-            None => {}
+            None => {
+                unknown += 1;
+                unknown_ran += usize::from(present.is_some());
+            }
         }
     }
     assert!(
@@ -490,13 +512,16 @@ fn a_killed_primary_is_replaced_and_writes_resume_by_themselves() {
     }
     println!(
         "setup {:?}; writes resumed {:?} after kill -9; {} writes, {} errors: {:#?}; \
-         acked by the old primary with fewer than 2 replicas confirmed: {} ({} lost)",
+         acked by the old primary with fewer than 2 replicas confirmed: {} ({} lost); \
+         failed writes that may have run: {} ({} did)",
         setup,
         resumed_after,
         writes.len(),
         errors.len(),
         errors,
         weak,
-        lost_weak
+        lost_weak,
+        unknown,
+        unknown_ran
     );
 }
