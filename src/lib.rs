@@ -116,6 +116,6 @@ pub use transaction::{transaction, WatchOptions};
 
 /// The README's Rust examples, compiled as doctests (with every feature
 /// on: the README shows them all).
-#[cfg(all(doctest, feature = "cluster"))]
+#[cfg(all(doctest, feature = "cluster", feature = "sentinel"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
