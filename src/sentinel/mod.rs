@@ -28,7 +28,7 @@ use crate::connect::{Addr, Socket};
 use crate::connection::Connection;
 use crate::error::Result;
 
-pub use options::{SentinelOptions, LOOKUP_TIMEOUT, SENTINEL_TIMEOUT};
+pub use options::{SentinelOptions, LOOKUP_TIMEOUT, SENTINEL_PORT, SENTINEL_TIMEOUT};
 
 /// At most this many sentinels learned from `SENTINEL SENTINELS` are kept
 /// (the user's own are always kept, however many).

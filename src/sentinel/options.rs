@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 /// lookup up for long.
 pub const SENTINEL_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The port of a sentinel URL that names none (Redis's 6379 otherwise).
+pub const SENTINEL_PORT: u16 = 26379;
+
 /// The bound of one lookup of the primary, by default.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -80,8 +83,8 @@ pub struct SentinelOptions {
 }
 
 impl SentinelOptions {
-    /// Options from the sentinels' URLs (`redis://[[user]:password@]host:port`,
-    /// the port given: the default, 6379, is not a sentinel's) and the
+    /// Options from the sentinels' URLs (`redis://[[user]:password@]host[:port]`,
+    /// the port [`SENTINEL_PORT`], 26379, when none is given) and the
     /// primary's name. The first URL's credentials, protocol and client name
     /// apply to every sentinel; a database in a sentinel URL is an error
     /// (set the data nodes' with [`node`](Self::node)).
@@ -89,7 +92,12 @@ impl SentinelOptions {
         let mut addrs = Vec::with_capacity(sentinel_urls.len());
         let mut first = None;
         for url in sentinel_urls {
-            let options = ConnectOptions::from_url(url)?;
+            let mut options = ConnectOptions::from_url(url)?;
+            if let Addr::Tcp { port, .. } = &mut options.addr {
+                if !names_port(url) {
+                    *port = SENTINEL_PORT;
+                }
+            }
             if options.db != 0 {
                 return Err(Error::Config(format!(
                     "sentinel: expected no database in a sentinel's URL (a sentinel has none, \
@@ -223,6 +231,23 @@ fn sentinel_defaults(mut options: ConnectOptions) -> ConnectOptions {
     options
 }
 
+/// Whether a URL that parsed as a TCP one names its port: a `:` after the
+/// host (after the `]` of an IPv6 one). Delimiters inside the user name and
+/// password are escaped, so the host part is after the last `@` of the
+/// authority.
+fn names_port(url: &str) -> bool {
+    let rest = match url.find("://") {
+        Some(i) => &url[i + 3..],
+        None => return true,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    match host_port.rfind(']') {
+        Some(i) => host_port[i..].contains(':'),
+        None => host_port.contains(':'),
+    }
+}
+
 /// `timeout` (`None`: for ever), cut to what is left until `deadline`, and
 /// at least a millisecond (a zero timeout means "none" to sockets).
 pub(crate) fn within(timeout: Option<Duration>, deadline: Instant) -> Duration {
@@ -260,6 +285,31 @@ mod tests {
         assert_eq!(options.node.password, None);
         assert_eq!(options.sentinel.connect_timeout, Some(SENTINEL_TIMEOUT));
         assert!(options.confirm_role);
+    }
+
+    #[test]
+    fn a_sentinel_url_without_a_port_means_26379() {
+        let options = SentinelOptions::new(
+            &[
+                "redis://s1",
+                "redis://u:p%3A1@s2/",
+                "redis://[::1]",
+                "redis://[::1]:7",
+                "redis://s3:6379",
+                "redis://:pw@s4?protocol=3",
+            ],
+            "m",
+        )
+        .unwrap();
+        let ports: Vec<u16> = options
+            .sentinels
+            .iter()
+            .map(|a| match a {
+                Addr::Tcp { port, .. } => *port,
+                Addr::Unix(_) => 0,
+            })
+            .collect();
+        assert_eq!(ports, [26379, 26379, 26379, 7, 6379, 26379]);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::resp::{ProtocolError, ProtocolErrorKind, Value};
 /// bytes).
 const MAX_HOST: usize = 255;
 
-/// Flags that make a sentinel's entry for an instance unusable.
+/// Flags that make a sentinel's entry for an instance unusable: down,
+/// subjectively or objectively, and (for a replica) not connected to.
 const DOWN_FLAGS: [&str; 3] = ["s_down", "o_down", "disconnected"];
 
 /// The reply to `SENTINEL GET-MASTER-ADDR-BY-NAME`: `[host, port]`, or nil
@@ -39,11 +40,13 @@ pub(crate) fn primary_addr(reply: &Value) -> Result<Option<Addr>> {
 }
 
 /// The instances of a `SENTINEL REPLICAS` or `SENTINEL SENTINELS` reply that
-/// are usable: not flagged down or disconnected and, when `link_ok` is
-/// asked, with `master-link-status` ok. Entries of the wrong shape are
-/// skipped; a reply that is not a list is an error (the server error it is,
-/// if it is one).
-pub(crate) fn usable_instances(reply: &Value, link_ok: bool) -> Result<Vec<Addr>> {
+/// are usable: not flagged down and, for `replicas`, not flagged
+/// disconnected either, with `master-link-status` ok. (A sentinel's link to
+/// another sentinel may be down for a moment, as when it was just
+/// discovered: that one is still worth knowing.) Entries of the wrong shape
+/// are skipped; a reply that is not a list is an error (the server error it
+/// is, if it is one).
+pub(crate) fn usable_instances(reply: &Value, replicas: bool) -> Result<Vec<Addr>> {
     let reply = reply.without_attributes();
     if let Some(e) = crate::convert::server_error(reply) {
         return Err(e.into());
@@ -59,11 +62,16 @@ pub(crate) fn usable_instances(reply: &Value, link_ok: bool) -> Result<Vec<Addr>
         .filter_map(|entry| {
             let fields = fields(entry);
             let flags = field(&fields, "flags").unwrap_or_default();
+            let checked = if replicas {
+                &DOWN_FLAGS[..]
+            } else {
+                &DOWN_FLAGS[..2]
+            };
             let down = flags
                 .split(|&b| b == b',')
-                .any(|flag| DOWN_FLAGS.iter().any(|d| d.as_bytes() == flag));
+                .any(|flag| checked.iter().any(|d| d.as_bytes() == flag));
             let link = field(&fields, "master-link-status");
-            if down || (link_ok && link != Some(&b"ok"[..])) {
+            if down || (replicas && link != Some(&b"ok"[..])) {
                 return None;
             }
             addr(field(&fields, "ip")?, field(&fields, "port")?)
@@ -236,10 +244,12 @@ mod tests {
             usable_instances(&reply, true).unwrap(),
             [tcp("10.0.0.1", 7001), tcp("10.0.0.5", 7005)]
         );
+        // Sentinels: only the down ones are left out.
         assert_eq!(
             usable_instances(&reply, false).unwrap(),
             [
                 tcp("10.0.0.1", 7001),
+                tcp("10.0.0.3", 7003),
                 tcp("10.0.0.4", 7004),
                 tcp("10.0.0.5", 7005)
             ]
