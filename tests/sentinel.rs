@@ -525,3 +525,43 @@ fn a_killed_primary_is_replaced_and_writes_resume_by_themselves() {
         unknown_ran
     );
 }
+
+#[test]
+fn a_sentinel_url_names_the_sentinels_the_primary_and_the_data_nodes_database() {
+    let group = shared();
+    let hosts: Vec<String> = group
+        .sentinel_ports()
+        .iter()
+        .map(|p| format!("{}:{}", HOST, p))
+        .collect();
+    let url = format!(
+        "redis+sentinel://{}/{}/3?client_name=via-url",
+        hosts.join(","),
+        PRIMARY_NAME
+    );
+    let sentinel = SentinelOptions::from_url(&url).unwrap().build().unwrap();
+    let mut conn = sentinel.connect_primary().unwrap();
+    assert_eq!(conn_port(&conn), group.primary_port());
+    let info: String = conn.query(["CLIENT", "INFO"]).unwrap();
+    assert!(info.contains(" db=3 "), "{}", info);
+    assert!(info.contains(" name=via-url "), "{}", info);
+
+    // A sentinel gets neither the database nor the name: only SENTINEL commands.
+    let fake = fake_sentinel(Arc::new(AtomicU16::new(group.primary_port())));
+    let url = format!(
+        "redis+sentinel://{}:{}/{}/3?client_name=via-url",
+        HOST,
+        fake.port(),
+        PRIMARY_NAME
+    );
+    let sentinel = SentinelOptions::from_url(&url).unwrap().build().unwrap();
+    let conn = sentinel.connect_primary().unwrap();
+    assert_eq!(conn.options().unwrap().db, 3);
+    let log = fake.log_text();
+    assert!(!log.is_empty());
+    assert!(
+        log.iter().all(|(_, args)| args[0] == "SENTINEL"),
+        "{:?}",
+        log
+    );
+}

@@ -7,6 +7,7 @@
 //! lookup.rs    the primary: ask sentinels in turn, confirm with ROLE, retry within the deadline
 //! replicas.rs  replicas: SENTINEL REPLICAS, skip the down ones, confirm, take in turn
 //! reply.rs     reading sentinel and ROLE replies (RESP2 and RESP3), never panicking
+//! url.rs       redis+sentinel://host1,host2/name/db URLs
 //! mod.rs       Sentinel, the shared handle: sentinel order, last primary, changes, owns()
 //! ```
 //!
@@ -20,6 +21,7 @@ mod lookup;
 mod options;
 mod replicas;
 mod reply;
+mod url;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

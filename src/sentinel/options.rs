@@ -235,7 +235,7 @@ fn sentinel_defaults(mut options: ConnectOptions) -> ConnectOptions {
 /// host (after the `]` of an IPv6 one). Delimiters inside the user name and
 /// password are escaped, so the host part is after the last `@` of the
 /// authority.
-fn names_port(url: &str) -> bool {
+pub(super) fn names_port(url: &str) -> bool {
     let rest = match url.find("://") {
         Some(i) => &url[i + 3..],
         None => return true,
