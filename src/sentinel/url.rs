@@ -49,7 +49,9 @@ impl SentinelOptions {
     ///
     /// [`Error::Config`], saying what was expected and what was found (never
     /// a password): another scheme, no host or an empty one, no name, a
-    /// path with more than a name and a database, a fragment, and whatever
+    /// path with more than a name and a database, a fragment, an `@` after
+    /// the hosts (a password's `@`, `/`, `?` and `#` are written `%40`,
+    /// `%2F`, `%3F` and `%23`), and whatever
     /// [`ConnectOptions::from_url`] refuses in a part.
     pub fn from_url(url: &str) -> Result<SentinelOptions> {
         let lower = url
@@ -68,6 +70,17 @@ impl SentinelOptions {
                     scheme.chars().take(32).collect::<String>()
                 ))
             })?;
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if rest[authority_end..].contains('@') {
+            // An unescaped '/', '?' or '#' cut a password short, or a query
+            // value holds a raw '@': quote nothing.
+            return Err(config(
+                "has an '@' after the hosts: expected '@' written %40, and '/', '?' or '#' in a \
+                 user name or password written %2F, %3F or %23, found *** (not shown: it may be \
+                 or follow a password)"
+                    .to_string(),
+            ));
+        }
         if rest.contains('#') {
             return Err(config(format!(
                 "expected {}, found a fragment ('#...'; a '#' in a password is written %23)",
@@ -222,6 +235,19 @@ mod tests {
         assert_eq!(o.sentinel.db, 0);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_url_parses_or_fails_cleanly(
+            scheme in proptest::sample::select(vec!["redis+sentinel://", "VALKEY+SENTINEL://", "redis://", ""]),
+            rest in "[a-z0-9@,/?&=:%\\[\\].#é _-]{0,40}",
+        ) {
+            if let Ok(o) = SentinelOptions::from_url(&format!("{}{}", scheme, rest)) {
+                proptest::prop_assert!(!o.sentinels.is_empty() && !o.primary_name.is_empty());
+                proptest::prop_assert_eq!(o.sentinel.db, 0);
+            }
+        }
+    }
+
     #[test]
     fn malformed_urls_say_what_was_expected_without_passwords() {
         assert!(err("redis://h/m").contains("expected redis+sentinel://"));
@@ -235,6 +261,18 @@ mod tests {
         assert!(err("redis+sentinel://h:0/m").contains("in a sentinel host"));
         let e = err("redis+sentinel://:hunter2@h/m/x");
         assert!(e.contains("in the data nodes' settings"), "{}", e);
+        assert!(!e.contains("hunter2"), "{}", e);
+        for url in [
+            "redis+sentinel://u:hun/ter2@h/m",
+            "redis+sentinel://u:hun?ter2@h/m",
+            "redis+sentinel://:hun#ter2@h/m",
+            "redis+sentinel://h/m?sentinel_password=hun@ter2",
+        ] {
+            let e = err(url);
+            assert!(e.contains("'@' after the hosts"), "{}: {}", url, e);
+            assert!(!e.contains("hun") && !e.contains("ter2"), "{}: {}", url, e);
+        }
+        let e = err("redis+sentinel://h/m?sentinel_password=hunter2&sentinel_user=");
         assert!(!e.contains("hunter2"), "{}", e);
         let e = err("redis+sentinel://h/m?sentinel_user=u");
         assert!(e.contains("in the sentinel credentials"), "{}", e);
