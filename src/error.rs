@@ -224,9 +224,9 @@ impl Error {
     /// False only when provably no byte of the request reached the server,
     /// so it cannot have run and may be sent again: a refused or failed
     /// connect or handshake, a broken connection refusing use, an invalid
-    /// option, a failed Sentinel lookup, or [`Error::NotSent`]. True for everything else, including
-    /// server errors (the request arrived) and failures after part of it was
-    /// written.
+    /// option, a failed Sentinel lookup, or [`Error::NotSent`]. True for
+    /// everything else, including server errors (the request arrived) and
+    /// failures after part of it was written.
     pub fn may_have_reached_server(&self) -> bool {
         !matches!(
             self,
