@@ -145,6 +145,32 @@ pub enum Error {
         /// The last answer or failure.
         last: Box<Error>,
     },
+    /// No sentinel answered a primary lookup: each one tried failed to
+    /// connect, timed out, or answered with an error or a malformed reply.
+    /// Nothing was sent to a data node.
+    NoSentinel {
+        /// How many sentinels were tried.
+        tried: u16,
+        /// The last sentinel's failure.
+        last: Box<Error>,
+    },
+    /// Every sentinel that answered a primary lookup said it monitors no
+    /// primary of this name (the name is wrong, or the sentinels were
+    /// reconfigured). Nothing was sent to a data node.
+    UnknownPrimary {
+        /// The primary's name, as it was asked for.
+        name: String,
+    },
+    /// The sentinels named a primary, but `ROLE` on that address said it is
+    /// not one, until the lookup's deadline: a failover under way, or
+    /// sentinels whose information is stale. The user's request was not
+    /// sent.
+    NotPrimary {
+        /// The address the sentinels gave, as `host:port`.
+        addr: Box<str>,
+        /// The role it reported (`"slave"`, `"sentinel"`...).
+        role: Box<str>,
+    },
 }
 
 impl Error {
@@ -198,9 +224,9 @@ impl Error {
     /// False only when provably no byte of the request reached the server,
     /// so it cannot have run and may be sent again: a refused or failed
     /// connect or handshake, a broken connection refusing use, an invalid
-    /// option, or [`Error::NotSent`]. True for everything else, including
-    /// server errors (the request arrived) and failures after part of it was
-    /// written.
+    /// option, a failed Sentinel lookup, or [`Error::NotSent`]. True for
+    /// everything else, including server errors (the request arrived) and
+    /// failures after part of it was written.
     pub fn may_have_reached_server(&self) -> bool {
         !matches!(
             self,
@@ -211,6 +237,9 @@ impl Error {
                 | Error::NotSent { .. }
                 | Error::GaveUp { .. }
                 | Error::CrossSlot { .. }
+                | Error::NoSentinel { .. }
+                | Error::UnknownPrimary { .. }
+                | Error::NotPrimary { .. }
         ) && match self {
             Error::Unanswered { source, .. } => source.may_have_reached_server(),
             _ => true,
@@ -241,7 +270,8 @@ impl Error {
             | Error::Handshake { source, .. }
             | Error::NotSent { source }
             | Error::Unanswered { source, .. }
-            | Error::GaveUp { last: source, .. } => Some(source),
+            | Error::GaveUp { last: source, .. }
+            | Error::NoSentinel { last: source, .. } => Some(source),
             _ => None,
         }
     }
@@ -367,6 +397,25 @@ impl fmt::Display for Error {
                     last
                 )
             }
+            Error::NoSentinel { tried, last } => write!(
+                f,
+                "sentinel: expected a sentinel to answer the primary lookup, none of the {} tried \
+                 did; the last failure: {}",
+                tried, last
+            ),
+            Error::UnknownPrimary { name } => write!(
+                f,
+                "sentinel: expected a primary named {:?}, found none: every sentinel that \
+                 answered monitors no primary of that name",
+                name
+            ),
+            Error::NotPrimary { addr, role } => write!(
+                f,
+                "sentinel: expected the primary the sentinels named, {}, to answer ROLE with \
+                 \"master\", found {:?} until the lookup deadline (a failover under way, or \
+                 sentinels with stale information)",
+                addr, role
+            ),
         }
     }
 }
@@ -382,7 +431,8 @@ impl std::error::Error for Error {
             | Error::Handshake { source, .. }
             | Error::NotSent { source }
             | Error::Unanswered { source, .. }
-            | Error::GaveUp { last: source, .. } => Some(&**source),
+            | Error::GaveUp { last: source, .. }
+            | Error::NoSentinel { last: source, .. } => Some(&**source),
             _ => None,
         }
     }

@@ -48,6 +48,7 @@
 //! src/client.rs     the Client trait: a Connection or a Cluster runs commands
 //! src/cluster/      Redis Cluster (feature "cluster"): slots, the server's command table,
 //!                   redirects, pipelines split by node — one Connection per node
+//! src/sentinel/     Redis Sentinel (feature "sentinel"): the primary looked up on every connect
 //! ```
 //!
 //! The two data paths:
@@ -68,8 +69,9 @@
 //!
 //! # Cargo features
 //!
-//! `cluster` (on by default) adds `Cluster`. With `default-features =
-//! false` the crate is the single-connection client alone.
+//! `cluster` (on by default) adds `Cluster`.
+//! `sentinel` (on by default) adds `Sentinel`, which follows a primary through failovers.
+//! With `default-features = false` the crate is the single-connection client alone.
 //!
 //! # Out of scope
 //! TLS (bring your own stream: [`Connection::new`]), async.
@@ -90,6 +92,8 @@ mod pubsub;
 pub mod resp;
 mod scan;
 mod script;
+#[cfg(feature = "sentinel")]
+pub mod sentinel;
 mod transaction;
 
 pub use chunked::{Chunking, LoadSummary};
@@ -106,10 +110,12 @@ pub use pubsub::{Message, MessageKind, StopHandle, Subscriber};
 pub use resp::{Protocol, Value};
 pub use scan::{Scan, ScanIter};
 pub use script::{Script, ScriptInvocation};
+#[cfg(feature = "sentinel")]
+pub use sentinel::{Sentinel, SentinelOptions};
 pub use transaction::{transaction, WatchOptions};
 
 /// The README's Rust examples, compiled as doctests (with every feature
 /// on: the README shows them all).
-#[cfg(all(doctest, feature = "cluster"))]
+#[cfg(all(doctest, feature = "cluster", feature = "sentinel"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

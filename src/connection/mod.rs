@@ -100,6 +100,9 @@ pub struct Connection<S = Socket> {
     watching: bool,
     /// A command sent by hand may have changed the session.
     diverged: bool,
+    /// A `READONLY`, `MASTERDOWN` or `LOADING` error reply arrived: the
+    /// server is not (or not yet) a usable primary.
+    failover_reply: bool,
 }
 
 /// The connection's request state (see the module doc).
@@ -242,6 +245,7 @@ impl<S: Read + Write> Connection<S> {
             recipe: None,
             watching: false,
             diverged: false,
+            failover_reply: false,
         }
     }
 
@@ -427,6 +431,23 @@ impl<S> Connection<S> {
         self.stream
     }
 
+    /// True once an error reply coded `READONLY`, `MASTERDOWN` or `LOADING`
+    /// arrived on this connection (a Sentinel-managed primary that moved).
+    #[cfg_attr(not(feature = "sentinel"), allow(dead_code))]
+    pub(crate) fn saw_failover_reply(&self) -> bool {
+        self.failover_reply
+    }
+
+    /// Makes `options` (same address) the recipe that `reconnect` replays,
+    /// for a connection opened with a tighter connect deadline than the
+    /// one it should keep.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn keep_options(&mut self, options: ConnectOptions) {
+        if let Some(recipe) = &mut self.recipe {
+            recipe.options = options;
+        }
+    }
+
     /// The limits in force.
     pub(crate) fn limits(&self) -> &Limits {
         self.decoder.limits()
@@ -526,6 +547,38 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn failover_replies_are_noticed_by_their_code() {
+        let cases: [(&str, bool); 8] = [
+            (
+                "-READONLY You can't write against a read only replica.\r\n",
+                true,
+            ),
+            ("-MASTERDOWN Link with MASTER is down\r\n", true),
+            ("-LOADING Redis is loading the dataset in memory\r\n", true),
+            ("!10\r\nLOADING xy\r\n", true),
+            ("-ERR READONLY\r\n", false),
+            ("-READONLYX\r\n", false),
+            ("+READONLY\r\n", false),
+            ("*2\r\n-READONLY in an array\r\n:1\r\n", false),
+        ];
+        for (reply, seen) in cases {
+            let replies = vec![b"+OK\r\n".to_vec(), reply.as_bytes().to_vec()];
+            let drip = Drip {
+                replies,
+                input: Vec::new(),
+                pos: 0,
+                chunk: 7,
+            };
+            let mut conn = Connection::new(drip);
+            conn.execute(["PING"]).unwrap();
+            assert!(!conn.saw_failover_reply());
+            let _ = conn.execute(["SET", "k", "v"]);
+            assert_eq!(conn.saw_failover_reply(), seen, "{:?}", reply);
+            assert!(!conn.is_broken(), "{:?}", reply);
         }
     }
 

@@ -123,6 +123,9 @@ impl<S: Read + Write> Connection<S> {
         }
         let (used, value) = self.decoder.feed(self.buf.pending())?;
         self.buf.consume(used);
+        if let Some(v @ (Value::Error(_) | Value::BlobError(_))) = &value {
+            self.failover_reply |= is_failover_reply(v);
+        }
         Ok(value)
     }
 
@@ -339,6 +342,19 @@ impl<S: Read + Write> Connection<S> {
         }
         Ok(Idle::Quiet)
     }
+}
+
+/// An error reply coded `READONLY`, `MASTERDOWN` or `LOADING`: the server
+/// is a replica now, or has lost its primary, or is loading its data.
+#[cold]
+fn is_failover_reply(v: &Value) -> bool {
+    let line: &[u8] = match v {
+        Value::Error(e) => e.as_bytes(),
+        Value::BlobError(b) => b,
+        _ => return false,
+    };
+    let code = line.split(|&b| b == b' ').next().unwrap_or_default();
+    matches!(code, b"READONLY" | b"MASTERDOWN" | b"LOADING")
 }
 
 /// True for a RESP3 push (with or without attributes).

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A real Redis Cluster of such servers, with fault injection.
 pub mod cluster;
+pub mod sentinel;
 
 /// The loopback address every server binds.
 pub const HOST: &str = "127.0.0.1";
