@@ -48,6 +48,7 @@
 //! src/client.rs     the Client trait: a Connection or a Cluster runs commands
 //! src/cluster/      Redis Cluster (feature "cluster"): slots, the server's command table,
 //!                   redirects, pipelines split by node — one Connection per node
+//! src/pool/         a connection pool for threads (feature "pool"): FIFO waiters, checkout health checks
 //! ```
 //!
 //! The two data paths:
@@ -70,6 +71,7 @@
 //!
 //! `cluster` (on by default) adds `Cluster`. With `default-features =
 //! false` the crate is the single-connection client alone.
+//! `pool` (on by default) adds `Pool`, a connection pool for threads.
 //!
 //! # Out of scope
 //! TLS (bring your own stream: [`Connection::new`]), async.
@@ -86,6 +88,8 @@ mod connection;
 mod convert;
 mod error;
 mod pipeline;
+#[cfg(feature = "pool")]
+pub mod pool;
 mod pubsub;
 pub mod resp;
 mod scan;
@@ -102,6 +106,8 @@ pub use connection::{Connection, ReplyTimeout, Timed};
 pub use convert::FromValue;
 pub use error::{ConversionError, Error, Result, ServerError};
 pub use pipeline::Pipeline;
+#[cfg(feature = "pool")]
+pub use pool::{Pool, PoolBuilder, PoolStats, PooledConnection};
 pub use pubsub::{Message, MessageKind, StopHandle, Subscriber};
 pub use resp::{Protocol, Value};
 pub use scan::{Scan, ScanIter};
@@ -110,6 +116,6 @@ pub use transaction::{transaction, WatchOptions};
 
 /// The README's Rust examples, compiled as doctests (with every feature
 /// on: the README shows them all).
-#[cfg(all(doctest, feature = "cluster"))]
+#[cfg(all(doctest, feature = "cluster", feature = "pool"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
