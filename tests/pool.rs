@@ -202,7 +202,7 @@ fn a_full_pool_times_out_on_schedule_with_its_figures() {
     let a = pool.get().unwrap();
     let _b = pool.get().unwrap();
     let started = Instant::now();
-    let err = pool.get().err().expect("a full pool");
+    let err = pool.get().expect_err("a full pool");
     let waited = started.elapsed();
     println!("{} (after {:?})", err, waited);
     assert!(
@@ -224,7 +224,7 @@ fn a_full_pool_times_out_on_schedule_with_its_figures() {
     assert!(err.is_timeout() && !err.may_have_reached_server());
 
     let started = Instant::now();
-    let err = pool.try_get().err().expect("a full pool");
+    let err = pool.try_get().expect_err("a full pool");
     assert!(started.elapsed() < Duration::from_millis(50));
     assert!(
         matches!(
@@ -451,7 +451,7 @@ fn an_authentication_failure_reaches_the_caller_and_the_waiters_promptly() {
     for (what, opts, step, code) in cases {
         let pool = Pool::new(opts);
         let started = Instant::now();
-        let e = pool.get().err().expect(what);
+        let e = pool.get().expect_err(what);
         println!("{}: {}", what, e);
         assert!(started.elapsed() < Duration::from_secs(1), "{}", what);
         assert_eq!(handshake_failure(&e), (step, code.to_string()), "{}", what);
