@@ -249,26 +249,43 @@ fn a_full_pool_times_out_on_schedule_with_its_figures() {
     assert_eq!((s.timed_out, s.created, s.reused), (2, 2, 1), "{}", s);
 }
 
+/// A pool that checks every idle connection it hands out, so the
+/// counters show every dead one.
+fn checking(server: &RedisServer) -> Pool<ConnectOptions> {
+    Pool::builder(options(server))
+        .check_after_idle(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn killed_connections_are_replaced_unseen() {
     let server = RedisServer::start();
-    let pool = Pool::new(options(&server));
-    let before = use_all(&pool, 4, "kill");
-    wait_for_clients(&server, 4);
+    let checked = checking(&server);
+    // With the defaults, connections given back moments ago are not
+    // checked: each replaces itself before writing.
+    let unchecked = Pool::new(options(&server));
+    let before = [use_all(&checked, 4, "kill"), use_all(&unchecked, 4, "kill")];
+    wait_for_clients(&server, 8);
     server.raw_command(&["CLIENT", "KILL", "TYPE", "normal"]);
     wait_for_clients(&server, 0);
-    let after = use_all(&pool, 4, "kill");
-    assert!(before.iter().all(|id| !after.contains(id)));
-    let s = pool.stats();
-    println!("{}", s);
+    let after = [use_all(&checked, 4, "kill"), use_all(&unchecked, 4, "kill")];
+    for (before, after) in before.iter().zip(&after) {
+        assert!(before.iter().all(|id| !after.contains(id)));
+    }
+    let s = checked.stats();
+    println!("checked: {}", s);
     assert_eq!((s.closed_broken, s.created, s.total), (4, 8, 4), "{}", s);
     assert_balanced(&s);
+    let s = unchecked.stats();
+    println!("unchecked: {}", s);
+    assert_eq!((s.closed_broken, s.created, s.total), (0, 4, 4), "{}", s);
 }
 
 #[test]
 fn a_server_restart_is_not_seen_by_the_callers() {
     let mut server = RedisServer::start();
-    let pool = Pool::new(options(&server));
+    let pool = checking(&server);
     use_all(&pool, 4, "restart");
     server.restart();
     use_all(&pool, 4, "restart");

@@ -1,6 +1,7 @@
 //! A pooled connection's dates, and the checkout health check, cheapest
 //! test first: its lifetime, its idle time, the recipe's look without a
-//! round trip, and a PING only after a long idle spell.
+//! round trip (skipped for a connection given back moments ago), and a
+//! PING only after a long idle spell.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -57,6 +58,9 @@ pub(super) fn check<R: Recipe>(
         return Some(Closed::Idle);
     }
     let ping = entry.idle_for(config.ping_after_idle, now);
+    if !ping && !entry.idle_for(Some(config.check_after_idle), now) {
+        return None;
+    }
     if recipe.is_healthy(&mut entry.conn, ping) {
         None
     } else {

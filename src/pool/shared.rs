@@ -134,16 +134,16 @@ impl<R: Recipe> Shared<R> {
         } else {
             None
         };
-        let grant = match (first, wait) {
+        let (grant, now) = match (first, wait) {
             (Some(grant), _) => {
                 drop(state);
-                Ok(grant)
+                (Ok(grant), started)
             }
-            (None, Some(limit)) => self.wait(state, started, limit),
+            (None, Some(limit)) => (self.wait(state, started, limit), Instant::now()),
             (None, None) => {
                 let e = self.exhausted(&state, started);
                 drop(state);
-                Err(e)
+                (Err(e), started)
             }
         };
         drop(stale);
@@ -152,18 +152,18 @@ impl<R: Recipe> Shared<R> {
                 shared: self,
                 kept: false,
             }),
-            Grant::Conn(entry) => self.check_or_replace(entry),
+            Grant::Conn(entry) => self.check_or_replace(entry, now),
         }
     }
 
     /// Hands out `entry` if it passes its health check; otherwise closes it
     /// and opens a new connection in its slot (nothing was sent on it).
-    fn check_or_replace(&self, mut entry: Entry<R::Conn>) -> Result<Entry<R::Conn>> {
+    fn check_or_replace(&self, mut entry: Entry<R::Conn>, now: Instant) -> Result<Entry<R::Conn>> {
         let slot = Slot {
             shared: self,
             kept: false,
         };
-        match health::check(&self.recipe, &mut entry, &self.config, Instant::now()) {
+        match health::check(&self.recipe, &mut entry, &self.config, now) {
             None => {
                 let mut slot = slot;
                 slot.kept = true;

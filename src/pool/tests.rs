@@ -57,6 +57,7 @@ fn pool(max: usize) -> (Pool<Arc<Fake>>, Arc<Fake>) {
     let pool = Pool::builder(Arc::clone(&fake))
         .max_size(max)
         .checkout_timeout(Duration::from_secs(5))
+        .check_after_idle(Duration::ZERO)
         .build()
         .unwrap();
     (pool, fake)
@@ -157,6 +158,21 @@ fn an_unhealthy_idle_connection_is_replaced_in_its_slot() {
     assert_ne!(c.id, first);
     let s = pool.stats();
     assert_eq!((s.total, s.closed_broken, s.created), (1, 1, 2), "{}", s);
+}
+
+#[test]
+fn a_connection_given_back_moments_ago_is_not_checked() {
+    let fake = Arc::new(Fake::default());
+    let pool = Pool::builder(Arc::clone(&fake))
+        .check_after_idle(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let first = pool.get().unwrap().id;
+    fake.unhealthy.store(true, Ordering::SeqCst);
+    assert_eq!(pool.get().unwrap().id, first);
+    thread::sleep(Duration::from_millis(120));
+    assert_ne!(pool.get().unwrap().id, first);
+    assert_eq!(pool.stats().closed_broken, 1);
 }
 
 #[test]
