@@ -78,7 +78,7 @@ use shared::Shared;
 /// * New connections are opened outside the pool's lock, so a slow connect
 ///   holds up no other checkout. If opening fails, the caller gets the
 ///   recipe's error (a wrong password is the server's `WRONGPASS` inside
-///   an [`Error::Handshake`], not a timeout) and the next waiting thread
+///   an [`Error::Handshake`](crate::Error::Handshake), not a timeout) and the next waiting thread
 ///   tries in its place.
 /// * An idle connection is checked before it is handed out, cheapest first:
 ///   its maximum lifetime, its idle time, a look at the socket that costs no

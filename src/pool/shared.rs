@@ -252,6 +252,11 @@ impl<R: Recipe> Shared<R> {
     /// Takes a connection back: kept for reuse if the recipe says it is
     /// clean and its thread is not panicking, closed otherwise.
     pub(super) fn give_back(&self, mut entry: Entry<R::Conn>) {
+        // Released unless the connection is kept (also if the recipe panics).
+        let mut slot = Slot {
+            shared: self,
+            kept: false,
+        };
         let now = Instant::now();
         let closed = if thread::panicking() || !self.recipe.is_reusable(&entry.conn) {
             Some(Closed::Dirty)
@@ -264,9 +269,10 @@ impl<R: Recipe> Shared<R> {
             Some(why) => {
                 self.counters.closed(why, 1);
                 drop(entry);
-                self.release_slot();
+                drop(slot);
             }
             None => {
+                slot.kept = true;
                 entry.since = now;
                 let stale = {
                     let mut state = self.lock();

@@ -17,6 +17,7 @@ struct Fake {
     opened: AtomicU32,
     fail: AtomicBool,
     panic_once: AtomicBool,
+    panic_on_return: AtomicBool,
     unhealthy: AtomicBool,
     pinged: AtomicU32,
 }
@@ -41,6 +42,9 @@ impl Recipe for Arc<Fake> {
     }
 
     fn is_reusable(&self, conn: &FakeConn) -> bool {
+        if self.panic_on_return.swap(false, Ordering::SeqCst) {
+            panic!("is_reusable panicked");
+        }
         !conn.dirty
     }
 
@@ -249,11 +253,17 @@ fn a_failed_connect_gives_its_error_and_passes_the_room_on() {
 }
 
 #[test]
-fn a_panicking_connect_does_not_shrink_the_pool() {
+fn a_panicking_recipe_does_not_shrink_the_pool() {
     let (pool, fake) = pool(1);
     fake.panic_once.store(true, Ordering::SeqCst);
     let r = catch_unwind(AssertUnwindSafe(|| pool.get().map(|c| c.id)));
     assert!(r.is_err());
+    assert_eq!(pool.stats().total, 0);
+    assert!(pool.get().is_ok());
+    // Nor one in is_reusable, when the connection is given back.
+    let conn = pool.get().unwrap();
+    fake.panic_on_return.store(true, Ordering::SeqCst);
+    assert!(catch_unwind(AssertUnwindSafe(|| drop(conn))).is_err());
     assert_eq!(pool.stats().total, 0);
     assert!(pool.get().is_ok());
 }
