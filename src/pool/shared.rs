@@ -67,12 +67,13 @@ impl<R: Recipe> Drop for Slot<'_, R> {
 /// idle list; a failure (or a panic in `connect`) releases it.
 struct Filling<'a, R: Recipe> {
     shared: &'a Shared<R>,
+    done: bool,
 }
 
 impl<R: Recipe> Filling<'_, R> {
-    fn done(self, opened: Result<R::Conn>) -> Result<()> {
+    fn done(mut self, opened: Result<R::Conn>) -> Result<()> {
+        self.done = true;
         let shared = self.shared;
-        std::mem::forget(self);
         let mut state = shared.lock();
         state.filling -= 1;
         let result = match opened {
@@ -95,6 +96,9 @@ impl<R: Recipe> Filling<'_, R> {
 
 impl<R: Recipe> Drop for Filling<'_, R> {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         let mut state = self.shared.lock();
         state.filling -= 1;
         state.total -= 1;
@@ -347,7 +351,10 @@ impl<R: Recipe> Shared<R> {
                 state.total += 1;
                 state.filling += 1;
             }
-            let filling = Filling { shared: self };
+            let filling = Filling {
+                shared: self,
+                done: false,
+            };
             let conn = self.recipe.connect();
             filling.done(conn)?;
         }
