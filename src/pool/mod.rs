@@ -81,11 +81,13 @@ use shared::Shared;
 ///   an [`Error::Handshake`](crate::Error::Handshake), not a timeout) and the next waiting thread
 ///   tries in its place.
 /// * An idle connection is checked before it is handed out, cheapest first:
-///   its maximum lifetime, its idle time, a look at the socket that costs no
-///   round trip (see [`Recipe::is_healthy`]), and a PING if it sat idle
-///   longer than [`ping_after_idle`](PoolBuilder::ping_after_idle). One
-///   that fails is closed and a new one opened in its place: nothing had
-///   been sent on it, so the caller does not notice (a server restart, a
+///   its maximum lifetime, its idle time, then, if it sat idle at least
+///   [`check_after_idle`](PoolBuilder::check_after_idle) (100 ms), a look
+///   at the socket that costs no round trip (see [`Recipe::is_healthy`]),
+///   with a PING if it sat idle longer than
+///   [`ping_after_idle`](PoolBuilder::ping_after_idle) (30 s). One that
+///   fails is closed and a new one opened in its place: nothing had been
+///   sent on it, so the caller does not notice (a server restart, a
 ///   `CLIENT KILL`, the server's `timeout` closing idle clients).
 /// * A connection given back goes back only if it is clean (see
 ///   [`PooledConnection`]); idle connections are reused most recent first,
