@@ -42,6 +42,9 @@
 //!    trips (its time over the proxied single server's PING time), next to
 //!    the floor (the same commands pre-encoded and pre-split, on plain
 //!    sockets).
+//! 7. The connection pool (needs the `pool` feature), over TCP:
+//!    uncontended `get()` + drop, and 16 threads doing GETs through a pool
+//!    of 8 against `redis-benchmark -c 16` (`examples/common/bench_pool.rs`).
 //!
 //! It also writes `docs/bench.svg`: SET throughput over TCP against pipeline
 //! depth, respline and redis-benchmark.
@@ -61,6 +64,10 @@ use respline::resp::{Decoder, Limits};
 use respline::{cmd, Chunking, Connection, Pipeline, Value};
 
 type BoxResult<T> = Result<T, Box<dyn StdError>>;
+
+#[cfg(feature = "pool")]
+#[path = "common/bench_pool.rs"]
+mod bench_pool;
 
 /// `std::hint::black_box`, so the optimizer cannot drop a decoded value.
 /// (Stable since Rust 1.66; only the library itself is held to the 1.63
@@ -130,7 +137,7 @@ impl Config {
                     .collect::<Vec<usize>>()
             })
             .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| (1..=6).collect());
+            .unwrap_or_else(|| (1..=7).collect());
         if quick {
             Config {
                 quick,
@@ -228,6 +235,12 @@ fn run() -> BoxResult<()> {
         });
         #[cfg(not(feature = "cluster"))]
         println!("\n6. Redis Cluster: skipped (built without the `cluster` feature)");
+    }
+    if wants(7) {
+        #[cfg(feature = "pool")]
+        timed(7, || bench_pool::section_pool(&config, &tcp, rb_found));
+        #[cfg(not(feature = "pool"))]
+        println!("\n7. Connection pool: skipped (built without the `pool` feature)");
     }
     if let Err(e) = cleanup(&tcp, &config) {
         println!("cleanup failed: {}", e);

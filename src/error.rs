@@ -98,7 +98,9 @@ pub enum Error {
     /// handshake failed at that step.
     Handshake {
         /// The command of the step: `"HELLO"`, `"AUTH"`, `"CLIENT SETNAME"`
-        /// or `"SELECT"`.
+        /// or `"SELECT"`; or `"PING"`, which a pool sends to a new
+        /// connection whose handshake sent nothing, so that a server asking
+        /// for a password says so when the connection is opened.
         step: &'static str,
         /// Why.
         source: Box<Error>,
@@ -171,6 +173,17 @@ pub enum Error {
         /// The role it reported (`"slave"`, `"sentinel"`...).
         role: Box<str>,
     },
+    /// A connection pool (`respline::pool`) had no connection to give
+    /// within its checkout timeout: every one was in use and none came
+    /// back (or `try_get` found none free). Nothing was sent.
+    PoolTimeout {
+        /// Connections in use (or being opened) when the wait ended.
+        in_use: u32,
+        /// The pool's maximum size.
+        max: u32,
+        /// How long the caller waited, in milliseconds (0 for `try_get`).
+        waited_ms: u32,
+    },
 }
 
 impl Error {
@@ -190,7 +203,7 @@ impl Error {
     /// variant.
     pub fn is_timeout(&self) -> bool {
         match self {
-            Error::Timeout { .. } => true,
+            Error::Timeout { .. } | Error::PoolTimeout { .. } => true,
             Error::Io(e) | Error::Connect { source: e, .. } => is_timeout_kind(e.kind()),
             _ => self.inner().map_or(false, Error::is_timeout),
         }
@@ -218,6 +231,7 @@ impl Error {
                 | Error::WatchAborted { .. }
                 | Error::GaveUp { .. }
                 | Error::CrossSlot { .. }
+                | Error::PoolTimeout { .. }
         )
     }
 
@@ -240,6 +254,7 @@ impl Error {
                 | Error::NoSentinel { .. }
                 | Error::UnknownPrimary { .. }
                 | Error::NotPrimary { .. }
+                | Error::PoolTimeout { .. }
         ) && match self {
             Error::Unanswered { source, .. } => source.may_have_reached_server(),
             _ => true,
@@ -415,6 +430,15 @@ impl fmt::Display for Error {
                  \"master\", found {:?} until the lookup deadline (a failover under way, or \
                  sentinels with stale information)",
                 addr, role
+            ),
+            Error::PoolTimeout {
+                in_use,
+                max,
+                waited_ms,
+            } => write!(
+                f,
+                "pool: no connection free after waiting {} ms: {} of {} in use (nothing was sent)",
+                waited_ms, in_use, max
             ),
         }
     }
@@ -624,6 +648,22 @@ mod tests {
         assert_eq!(e.to_string(), "something lower case");
         let e = ServerError::new("ERR boom").with_index(2);
         assert_eq!(e.to_string(), "command #2: ERR boom");
+    }
+
+    #[test]
+    fn a_pool_timeout_gives_its_figures_and_sent_nothing() {
+        let e = Error::PoolTimeout {
+            in_use: 8,
+            max: 8,
+            waited_ms: 1000,
+        };
+        assert_eq!(
+            e.to_string(),
+            "pool: no connection free after waiting 1000 ms: 8 of 8 in use (nothing was sent)"
+        );
+        assert!(e.is_timeout() && !e.is_io());
+        assert!(!e.may_have_reached_server());
+        assert!(!e.breaks_connection());
     }
 
     #[test]

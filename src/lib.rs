@@ -48,6 +48,7 @@
 //! src/client.rs     the Client trait: a Connection or a Cluster runs commands
 //! src/cluster/      Redis Cluster (feature "cluster"): slots, the server's command table,
 //!                   redirects, pipelines split by node — one Connection per node
+//! src/pool/         a connection pool for threads (feature "pool"): FIFO waiters, checkout health checks
 //! src/sentinel/     Redis Sentinel (feature "sentinel"): the primary looked up on every connect
 //! ```
 //!
@@ -70,7 +71,9 @@
 //! # Cargo features
 //!
 //! `cluster` (on by default) adds `Cluster`.
-//! `sentinel` (on by default) adds `Sentinel`, which follows a primary through failovers.
+//! `pool` (on by default) adds `Pool`, a connection pool for threads.
+//! `sentinel` (on by default) adds `Sentinel`, which follows a primary through failovers
+//! (and, with `pool`, a pool over it).
 //! With `default-features = false` the crate is the single-connection client alone.
 //!
 //! # Out of scope
@@ -88,6 +91,8 @@ mod connection;
 mod convert;
 mod error;
 mod pipeline;
+#[cfg(feature = "pool")]
+pub mod pool;
 mod pubsub;
 pub mod resp;
 mod scan;
@@ -106,6 +111,8 @@ pub use connection::{Connection, ReplyTimeout, Timed};
 pub use convert::FromValue;
 pub use error::{ConversionError, Error, Result, ServerError};
 pub use pipeline::Pipeline;
+#[cfg(feature = "pool")]
+pub use pool::{Pool, PoolBuilder, PoolStats, PooledConnection};
 pub use pubsub::{Message, MessageKind, StopHandle, Subscriber};
 pub use resp::{Protocol, Value};
 pub use scan::{Scan, ScanIter};
@@ -116,6 +123,6 @@ pub use transaction::{transaction, WatchOptions};
 
 /// The README's Rust examples, compiled as doctests (with every feature
 /// on: the README shows them all).
-#[cfg(all(doctest, feature = "cluster", feature = "sentinel"))]
+#[cfg(all(doctest, feature = "cluster", feature = "pool", feature = "sentinel"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -1,12 +1,19 @@
 //! The examples' library code, run against real servers under RESP2 and
 //! RESP3 (each example's `main` runs it against `REDIS_URL` or a server of
-//! its own; here the harness's servers are used).
+//! its own; here the harness's servers are used), and the pool example's
+//! workers across a restart of a harness server.
 
 mod support;
 
 #[path = "../examples/user_hash.rs"]
 #[allow(dead_code)]
 mod user_hash;
+
+// (Both examples include examples/common/local_server.rs.)
+#[cfg(feature = "pool")]
+#[path = "../examples/pool.rs"]
+#[allow(dead_code, clippy::duplicate_mod)]
+mod pool_example;
 
 use respline::{ConnectOptions, Connection, Protocol};
 use support::{RedisServer, HOST};
@@ -58,4 +65,38 @@ fn the_user_struct_converts_from_hgetall_under_resp2_and_resp3() {
         );
         assert!(!conn.is_broken());
     }
+}
+
+#[cfg(feature = "pool")]
+#[test]
+fn the_pool_examples_workers_do_not_notice_a_server_restart() {
+    let mut server = RedisServer::start();
+    let options = ConnectOptions::tcp(HOST, server.port())
+        .read_timeout(Some(std::time::Duration::from_secs(5)));
+    let pool = respline::Pool::builder(options)
+        .max_size(4)
+        .build()
+        .unwrap();
+    let report = pool_example::demo(&pool, 8, std::time::Duration::from_millis(300), || {
+        server.restart();
+        // Idle long enough for the pool to check them (check_after_idle).
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    });
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.rounds.iter().all(|&n| n > 0), "{:?}", report.rounds);
+    let (before, after) = (&report.stats[0], &report.stats[1]);
+    assert!(
+        before.total <= 4 && after.total <= 4,
+        "{} / {}",
+        before,
+        after
+    );
+    // Every connection open at the restart was found dead and replaced.
+    assert_eq!(after.closed_broken, before.total as u64, "{}", after);
+    assert_eq!(
+        after.created,
+        before.created + before.total as u64,
+        "{}",
+        after
+    );
 }

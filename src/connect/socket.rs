@@ -70,6 +70,24 @@ impl Socket {
         }
     }
 
+    /// A look at an idle socket that neither blocks nor consumes anything:
+    /// `Some(true)` if nothing waits to be read (TCP `peek` would block),
+    /// `Some(false)` if the peer closed it, bytes wait, or the look failed,
+    /// `None` for a Unix socket (std has no stable `peek` for it).
+    #[cfg(feature = "pool")]
+    pub(crate) fn peek_idle(&self) -> Option<bool> {
+        match self {
+            Socket::Tcp(s) => {
+                let mut byte = [0u8; 1];
+                let quiet = s.set_nonblocking(true).is_ok()
+                    && matches!(s.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+                Some(s.set_nonblocking(false).is_ok() && quiet)
+            }
+            #[cfg(unix)]
+            Socket::Unix(_) => None,
+        }
+    }
+
     /// Opens a socket to `addr`, resolving and connecting before `deadline`.
     ///
     /// Name resolution uses the system resolver, which std cannot time out:

@@ -500,6 +500,19 @@ impl Connection<Socket> {
     }
 }
 
+impl Connection<Socket> {
+    /// A pool's checkout look, without blocking or reading: `Some(false)`
+    /// if the connection is broken, bytes wait unread (buffered or in the
+    /// socket) or the server closed it; `None` if a Unix socket cannot tell.
+    #[cfg(feature = "pool")]
+    pub(crate) fn looks_idle(&self) -> Option<bool> {
+        if self.is_broken() || !self.buf.pending().is_empty() {
+            return Some(false);
+        }
+        self.stream.peek_idle()
+    }
+}
+
 impl<S> std::fmt::Debug for Connection<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
