@@ -153,7 +153,8 @@ impl Recipe for crate::cluster::ClusterOptions {
 /// primary stays up and takes writes, with no replica left, until the
 /// sentinels demote it about 10 s later (closing its clients), and what it
 /// took meanwhile is lost then: Redis's own split-brain window, which
-/// `min-replicas-to-write` on the server closes. To notice sooner, look up
+/// `min-replicas-to-write` with a short `min-replicas-max-lag` on the
+/// server narrows. To notice sooner, look up
 /// on your own schedule: `pool.recipe().primary_addr()` (on a timer, or
 /// when a sentinel publishes `+switch-master`), or give connections a
 /// [`max_lifetime`](super::PoolBuilder::max_lifetime).
