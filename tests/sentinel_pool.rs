@@ -6,20 +6,22 @@
 //! `cargo test --test sentinel_pool -- --nocapture` prints the figures:
 //! the gap after `kill -9`, the errors per thread, the pool's stats.
 
+mod fake_cluster;
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fake_cluster::fake_sentinel;
 use respline::sentinel::LOOKUP_TIMEOUT;
 use respline::{
-    Addr, ConnectOptions, Connection, Pipeline, Pool, PoolStats, PooledConnection, Sentinel,
+    Addr, ConnectOptions, Connection, Error, Pipeline, Pool, PoolStats, PooledConnection, Sentinel,
     SentinelOptions,
 };
 use support::sentinel::{TestSentinels, PRIMARY_NAME};
-use support::HOST;
+use support::{RedisServer, HOST};
 
 /// The pooled connections' client name, to count them in `CLIENT LIST`.
 const NAME: &str = "sentinel-pool";
@@ -523,4 +525,46 @@ fn a_readonly_reply_closes_the_connection_and_the_next_checkout_reaches_the_prim
     drop(next);
     let stats = check_full_on(&pool, new);
     println!("after: {}", stats);
+}
+
+#[test]
+fn a_data_node_refusing_the_client_fails_the_checkout_with_its_error() {
+    let server = RedisServer::start_with(&["--requirepass", "x"]);
+    let fake = fake_sentinel(Arc::new(AtomicU16::new(server.port())));
+    let pool_with = |node: ConnectOptions, confirm_role: bool| {
+        let url = format!("redis://{}:{}", HOST, fake.port());
+        let sentinel = SentinelOptions::new(&[url.as_str()], PRIMARY_NAME)
+            .unwrap()
+            .node(node)
+            .confirm_role(confirm_role)
+            .build()
+            .unwrap();
+        Pool::new(sentinel)
+    };
+    // ROLE, or the PING sent when nothing else would reach the server before
+    // the first command, gets the server's refusal: an error of connecting,
+    // at once, not a lookup retried until its deadline nor a timeout.
+    for (confirm_role, step) in [(true, "ROLE"), (false, "PING")] {
+        let pool = pool_with(ConnectOptions::tcp(HOST, 0), confirm_role);
+        let started = Instant::now();
+        let e = pool.get().expect_err(step);
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started);
+        match &e {
+            Error::Handshake { step: s, source } => {
+                assert_eq!(*s, step);
+                assert_eq!(source.server_error().map(|e| e.code()), Some("NOAUTH"));
+            }
+            other => panic!("expected a handshake error at {}, got {:?}", step, other),
+        }
+        assert!(!e.may_have_reached_server(), "{}", e);
+        let stats = pool.stats();
+        assert_eq!((stats.total, stats.connect_failed), (0, 1), "{}", stats);
+    }
+    // With the password, both work.
+    for confirm_role in [true, false] {
+        let pool = pool_with(ConnectOptions::tcp(HOST, 0).auth(None, "x"), confirm_role);
+        let pong: String = pool.get().unwrap().query(["PING"]).unwrap();
+        assert_eq!(pong, "PONG");
+        assert_eq!(pool.stats().total, 1);
+    }
 }

@@ -175,7 +175,9 @@ impl Sentinel {
     /// once, without retrying); at the deadline,
     /// [`Error::NotPrimary`](crate::Error::NotPrimary) when the address said
     /// it was not the primary, or the failure to connect to it; at once, the
-    /// data node's refusal (authentication, ACL). None of these may have
+    /// data node's refusal (authentication, ACL), an
+    /// [`Error::Handshake`](crate::Error::Handshake) naming the step that
+    /// was refused (`"ROLE"` when only `ROLE` was sent). None of these may have
     /// reached a server ([`may_have_reached_server`](crate::Error::may_have_reached_server)
     /// is false).
     pub fn primary_addr(&self) -> Result<Addr> {
