@@ -345,11 +345,12 @@ fn a_manual_failover_closes_idle_connections_at_checkout_and_busy_ones_when_give
             .map(|t| {
                 let (pool, stop) = (&pool, &stop);
                 s.spawn(move || {
-                    let mut log: Vec<(String, Result<u16, String>)> = Vec::new();
+                    let mut log: Vec<(String, Instant, Result<u16, String>)> = Vec::new();
                     let mut i = 0;
                     while !stop.load(Ordering::SeqCst) {
                         let key = format!("manual:{}:{}", t, i);
                         i += 1;
+                        let began = Instant::now();
                         let outcome = pool
                             .get()
                             .and_then(|mut c| c.execute(["SET", key.as_str(), "1"]).map(|_| c))
@@ -357,7 +358,7 @@ fn a_manual_failover_closes_idle_connections_at_checkout_and_busy_ones_when_give
                             .map_err(|e| {
                                 format!("(may have run: {}) {}", e.may_have_reached_server(), e)
                             });
-                        log.push((key, outcome));
+                        log.push((key, began, outcome));
                         thread::sleep(Duration::from_millis(10));
                     }
                     log
@@ -403,7 +404,7 @@ fn a_manual_failover_closes_idle_connections_at_checkout_and_busy_ones_when_give
     let mut on_new = Vec::new();
     for log in &worker_log {
         let mut after = 0;
-        for (key, outcome) in log {
+        for (key, _, outcome) in log {
             match outcome {
                 Ok(port) if *port == new => {
                     after += 1;
@@ -417,10 +418,20 @@ fn a_manual_failover_closes_idle_connections_at_checkout_and_busy_ones_when_give
             }
         }
         assert!(after > 0, "a writer never reached the new primary");
-        // Once the pool moved, it never went back.
-        let last_old = log.iter().rposition(|(_, o)| o == &Ok(old));
-        let first_new = log.iter().position(|(_, o)| o == &Ok(new));
-        assert!(last_old < first_new, "{:?}", log);
+    }
+    // Once the lookup saw the move, a connection to the old primary was
+    // handed out only if it had been given back less than check_after_idle
+    // (100 ms) before, unchecked, and then at most once (closed when given
+    // back): at most the three that were not busy, all within 100 ms.
+    let late: Vec<&(String, Instant, Result<u16, String>)> = worker_log
+        .iter()
+        .flatten()
+        .filter(|(_, began, outcome)| *began > noticed_at && outcome == &Ok(old))
+        .collect();
+    assert!(late.len() <= 3, "{:?}", late);
+    for (key, began, _) in &late {
+        let after = began.duration_since(noticed_at);
+        assert!(after < Duration::from_millis(100), "{} {:?}", key, after);
     }
     assert!(errors <= 2, "{} errors", errors);
 
@@ -437,10 +448,12 @@ fn a_manual_failover_closes_idle_connections_at_checkout_and_busy_ones_when_give
     assert!(found.iter().all(Option::is_some));
     println!(
         "setup {:?}; the pool's lookup saw the new primary {:?} after SENTINEL FAILOVER; \
-         writer errors: {}; writes on the new primary: {}; after: {}",
+         writer errors: {}; writes on the old primary begun after the lookup: {}; \
+         writes on the new primary: {}; after: {}",
         setup,
         noticed_at.duration_since(failover_at),
         errors,
+        late.len(),
         on_new.len(),
         full
     );

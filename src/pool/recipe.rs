@@ -145,7 +145,11 @@ impl Recipe for crate::cluster::ClusterOptions {
 /// So once a lookup has seen the primary move, the idle connections to the
 /// former primary are closed at checkout (counted as closed broken) and the
 /// ones in use when given back (closed dirty); new ones go to the new
-/// primary, and the pool keeps its size. A lookup happens at every new
+/// primary, and the pool keeps its size. (The checkout check skips a
+/// connection given back less than
+/// [`check_after_idle`](super::PoolBuilder::check_after_idle), 100 ms,
+/// before: one given back just before the lookup may be handed out once
+/// more, and is closed when given back.) A lookup happens at every new
 /// connection and after a failover reply, never in the background: a pool
 /// whose connections all stay open goes on using them until something
 /// makes it look. After a `kill -9` that is the first request (its
