@@ -100,7 +100,9 @@ pub enum Error {
         /// The command of the step: `"HELLO"`, `"AUTH"`, `"CLIENT SETNAME"`
         /// or `"SELECT"`; or `"PING"`, which a pool sends to a new
         /// connection whose handshake sent nothing, so that a server asking
-        /// for a password says so when the connection is opened.
+        /// for a password says so when the connection is opened; or
+        /// `"ROLE"`, which a Sentinel lookup sends to confirm a data node's
+        /// role.
         step: &'static str,
         /// Why.
         source: Box<Error>,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fake_cluster::{array, bulk, default_handshake, Answer, FakeNode};
+use fake_cluster::fake_sentinel;
 use respline::sentinel::SENTINEL_TIMEOUT;
 use respline::{Addr, ConnectOptions, Connection, Error, Pipeline, Sentinel, SentinelOptions};
 use support::sentinel::{shared, TestSentinels, PRIMARY_NAME};
@@ -52,24 +52,6 @@ fn handle(ports: &[u16]) -> Sentinel {
     let urls: Vec<String> = ports.iter().map(|&p| url(p)).collect();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     Sentinel::open(&urls, PRIMARY_NAME).unwrap()
-}
-
-/// A fake sentinel that names `127.0.0.1:<answer>` as the primary (the
-/// port can be changed while it runs) and knows no other sentinel.
-fn fake_sentinel(answer: Arc<AtomicU16>) -> FakeNode {
-    FakeNode::start(move |req| {
-        if let Some(a) = default_handshake(req) {
-            return a;
-        }
-        if req.is(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME"]) {
-            let port = answer.load(Ordering::SeqCst).to_string();
-            return Answer::Reply(array(vec![bulk(HOST.as_bytes()), bulk(port.as_bytes())]));
-        }
-        if req.is(&["SENTINEL", "SENTINELS"]) || req.is(&["SENTINEL", "REPLICAS"]) {
-            return Answer::Reply(array(Vec::new()));
-        }
-        Answer::Reply(fake_cluster::err("ERR unknown command"))
-    })
 }
 
 #[test]

@@ -81,7 +81,9 @@ pub struct ConnectOptions {
     /// may have reached the server is ever sent twice, and a connection whose
     /// session no longer matches these options (after a `SELECT`, `AUTH`,
     /// `CLIENT`, `HELLO`, `MULTI`, `WATCH`, `SUBSCRIBE`... sent by hand, or
-    /// inside a WATCH transaction) is never silently replaced.
+    /// inside a WATCH transaction) is never silently replaced. A connection
+    /// from `Sentinel::connect_primary` is replaced through the sentinels
+    /// (by one to the primary as it is then), not at its address.
     pub retry_unsent: bool,
 }
 

@@ -53,7 +53,8 @@ impl<S: Read + Write> Connection<S> {
     /// holding bytes nobody asked for, has not been sent anything yet: it is
     /// replaced by a fresh one from its recipe when that is allowed (see
     /// `ConnectOptions::retry_unsent`), else the error is
-    /// [`Error::NotSent`].
+    /// [`Error::NotSent`]. (A Sentinel-managed primary's connection is
+    /// replaced through a lookup, by one to the primary as it is now.)
     ///
     /// The look is a snapshot: bytes a server sends unasked after it and
     /// before the reply cannot be told from the reply (no client can), but
@@ -239,7 +240,7 @@ impl<S: Read + Write> Connection<S> {
             Some(r) if r.options.retry_unsent && !self.diverged && !self.watching => r.clone(),
             _ => return Err(not_sent(e)),
         };
-        let fresh = (recipe.open)(&recipe.options)?;
+        let fresh = recipe.open()?;
         // Pushes that arrived before are the caller's: they move over.
         let old = std::mem::replace(self, fresh);
         self.pushes = old.pushes;

@@ -134,6 +134,29 @@ pub(crate) enum Wait {
 pub(crate) struct Recipe<S> {
     options: ConnectOptions,
     open: fn(&ConnectOptions) -> Result<Connection<S>>,
+    /// For a connection to a Sentinel-managed primary: made again through
+    /// the sentinels (a lookup, which follows a failover), not at
+    /// `options.addr`, which may be a former primary by then.
+    #[cfg(feature = "sentinel")]
+    primary_of: Option<PrimaryOf<S>>,
+}
+
+/// The handle a primary's connection is made again through, and how.
+#[cfg(feature = "sentinel")]
+type PrimaryOf<S> = (
+    crate::sentinel::Sentinel,
+    fn(&crate::sentinel::Sentinel) -> Result<Connection<S>>,
+);
+
+impl<S> Recipe<S> {
+    /// A fresh connection from this recipe.
+    fn open(&self) -> Result<Connection<S>> {
+        #[cfg(feature = "sentinel")]
+        if let Some((sentinel, open)) = &self.primary_of {
+            return open(sentinel);
+        }
+        (self.open)(&self.options)
+    }
 }
 
 impl<S> Clone for Recipe<S> {
@@ -141,6 +164,8 @@ impl<S> Clone for Recipe<S> {
         Recipe {
             options: self.options.clone(),
             open: self.open,
+            #[cfg(feature = "sentinel")]
+            primary_of: self.primary_of.clone(),
         }
     }
 }
@@ -330,13 +355,18 @@ impl<S: Read + Write> Connection<S> {
     /// Replaces this connection with a fresh one made from the same recipe
     /// (address, timeouts, credentials, db, name, protocol, limits). Queued
     /// pushes are dropped. Only for connections opened from options.
+    ///
+    /// A connection from `Sentinel::connect_primary` (feature `sentinel`)
+    /// is made again the way it was made: the primary is looked up through
+    /// the sentinels, so the fresh connection goes to the primary as it is
+    /// now, not back to an address that may be a former primary.
     pub fn reconnect(&mut self) -> Result<()> {
         let recipe = self.recipe.clone().ok_or_else(|| {
             crate::Error::Config(
                 "this connection was not opened from options; open a new one".into(),
             )
         })?;
-        *self = (recipe.open)(&recipe.options)?;
+        *self = recipe.open()?;
         Ok(())
     }
 }
@@ -448,6 +478,20 @@ impl<S> Connection<S> {
         }
     }
 
+    /// Makes this connection, opened to the primary `sentinel` found, be
+    /// made again through `sentinel` (by `reconnect` and when a request
+    /// found it closed before sending): to the primary as it is then.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn follow_primary(
+        &mut self,
+        sentinel: crate::sentinel::Sentinel,
+        open: fn(&crate::sentinel::Sentinel) -> Result<Connection<S>>,
+    ) {
+        if let Some(recipe) = &mut self.recipe {
+            recipe.primary_of = Some((sentinel, open));
+        }
+    }
+
     /// The limits in force.
     pub(crate) fn limits(&self) -> &Limits {
         self.decoder.limits()
@@ -495,6 +539,8 @@ impl Connection<Socket> {
         conn.recipe = Some(Recipe {
             options: options.clone(),
             open: Connection::connect,
+            #[cfg(feature = "sentinel")]
+            primary_of: None,
         });
         Ok(conn)
     }

@@ -99,7 +99,33 @@ use shared::Shared;
 ///
 /// The recipe decides what a connection is: [`ConnectOptions`] for one
 /// server, [`ClusterOptions`](crate::ClusterOptions) for a cluster client
-/// per "connection" (with the `cluster` feature), or your own [`Recipe`].
+/// per "connection" (with the `cluster` feature),
+/// [`Sentinel`](crate::Sentinel) for connections to the current primary
+/// of a Sentinel-managed group (with the `sentinel` feature), or your own
+/// [`Recipe`].
+///
+/// A pool over Sentinel follows failovers: once a lookup (every new
+/// connection makes one) has seen the primary move, idle connections to
+/// the former primary are closed at checkout and busy ones when given
+/// back, and their places are filled with connections to the new primary
+/// (see [the recipe](Recipe#impl-Recipe-for-Sentinel) for when a move is
+/// seen, and what a write in the window gets).
+///
+/// ```no_run
+/// # #[cfg(feature = "sentinel")] {
+/// use respline::{Pool, Sentinel};
+///
+/// let sentinel = Sentinel::open(&["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "mymaster")?;
+/// let pool: Pool<Sentinel> = Pool::new(sentinel);
+/// let mut conn = pool.get()?; // asks the sentinels, confirms with ROLE, connects
+/// if let Err(e) = conn.execute(["INCR", "visits"]) {
+///     // A failover under way: this connection is closed when given back,
+///     // and the next get() connects to the primary as the sentinels name it.
+///     println!("may have run: {}: {}", e.may_have_reached_server(), e);
+/// }
+/// # }
+/// # Ok::<(), respline::Error>(())
+/// ```
 pub struct Pool<R: Recipe> {
     shared: Arc<Shared<R>>,
 }

@@ -171,7 +171,15 @@ pub(super) fn confirm(
         None => return Ok(conn),
     };
     let wait = ReplyTimeout::After(within(options.read_timeout, deadline));
-    let reply: Value = conn.with_timeout(wait).query(["ROLE"])?;
+    // Part of connecting, as the handshake is: a refusal (NOAUTH, an ACL)
+    // says nothing of the caller's request reached a server.
+    let reply: Value = conn
+        .with_timeout(wait)
+        .query(["ROLE"])
+        .map_err(|e| Error::Handshake {
+            step: "ROLE",
+            source: Box::new(e),
+        })?;
     let (role, linked) = reply::role(&reply)?;
     let ok = match want {
         Want::Primary => role == "master",
@@ -191,11 +199,52 @@ pub(super) fn confirm(
 /// yet) the primary, it could not be reached, or it is loading or busy.
 /// A refusal of the client (authentication, ACL, a bad reply) will not.
 fn worth_retrying(e: &Error) -> bool {
+    // A failed ROLE is judged by why it failed.
+    let e = match e {
+        Error::Handshake {
+            step: "ROLE",
+            source,
+        } => &**source,
+        e => e,
+    };
     match e.server_error() {
         Some(s) => matches!(s.code(), "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN"),
         None => !matches!(
             e,
             Error::Protocol(_) | Error::Conversion(_) | Error::Config(_)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(line: &str) -> Error {
+        let e = crate::convert::server_error(&Value::Error(line.into()));
+        Error::Server(Box::new(e.expect("an error reply")))
+    }
+
+    fn role(source: Error) -> Error {
+        Error::Handshake {
+            step: "ROLE",
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn a_refused_role_is_final_and_a_passing_failure_is_retried() {
+        let refused = role(server("NOAUTH Authentication required."));
+        assert!(!worth_retrying(&refused));
+        assert!(!refused.may_have_reached_server());
+        assert!(worth_retrying(&role(server("LOADING loading"))));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(worth_retrying(&role(Error::Io(reset))));
+        let bad = Error::conversion("an array", "a number");
+        assert!(!worth_retrying(&role(bad)));
+        assert!(!worth_retrying(&Error::Handshake {
+            step: "AUTH",
+            source: Box::new(server("WRONGPASS invalid username-password pair")),
+        }));
     }
 }

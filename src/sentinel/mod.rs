@@ -50,13 +50,18 @@ const REFRESH_COOLDOWN: Duration = Duration::from_millis(250);
 /// * [`connect_primary`](Sentinel::connect_primary) looks the primary up
 ///   (see [`primary_addr`](Sentinel::primary_addr)) and returns a
 ///   connection to it, opened with [`SentinelOptions::node`]. Call it again
-///   to reconnect: `Connection::reconnect` would go back to the same
-///   address, which may no longer be the primary.
+///   to reconnect, or call the connection's
+///   [`reconnect`](Connection::reconnect), which looks up again too.
 /// * [`connect_replica`](Sentinel::connect_replica) returns a connection to
 ///   a replica, taken in turn, or to the primary when none is usable.
 /// * [`owns`](Sentinel::owns) says whether a connection is still one to
 ///   hand out: to the current primary, and without a `READONLY`,
 ///   `MASTERDOWN` or `LOADING` reply seen. A pool keeps only those.
+/// * With the `pool` feature, a `Sentinel` is a pool's recipe
+///   (`impl Recipe for Sentinel`, in `respline::pool`): `Pool::new(sentinel)`
+///   pools connections to the primary, closes those to a former primary
+///   (idle ones at checkout, busy ones when given back) and opens their
+///   replacements to the new one, keeping its size.
 ///
 /// ```no_run
 /// use respline::{ConnectOptions, Sentinel, SentinelOptions};
@@ -170,7 +175,9 @@ impl Sentinel {
     /// once, without retrying); at the deadline,
     /// [`Error::NotPrimary`](crate::Error::NotPrimary) when the address said
     /// it was not the primary, or the failure to connect to it; at once, the
-    /// data node's refusal (authentication, ACL). None of these may have
+    /// data node's refusal (authentication, ACL), an
+    /// [`Error::Handshake`](crate::Error::Handshake) naming the step that
+    /// was refused (`"ROLE"` when only `ROLE` was sent). None of these may have
     /// reached a server ([`may_have_reached_server`](crate::Error::may_have_reached_server)
     /// is false).
     pub fn primary_addr(&self) -> Result<Addr> {
@@ -184,10 +191,19 @@ impl Sentinel {
     /// opened with the [`node`](SentinelOptions::node) options. Every call
     /// looks up again: call it to reconnect, and a reconnect follows a
     /// failover.
+    ///
+    /// The connection remembers this handle: its
+    /// [`reconnect`](Connection::reconnect), and the fresh connection a
+    /// request gets when it finds this one closed by the server before
+    /// sending anything ([`retry_unsent`](crate::ConnectOptions::retry_unsent)),
+    /// are made by this method too, so they go to the primary as it is
+    /// then, never back to a former primary's address. (A fresh connection
+    /// made that way waits for the lookup, at most the
+    /// [`lookup_timeout`](SentinelOptions::lookup_timeout).)
     pub fn connect_primary(&self) -> Result<Connection<Socket>> {
-        self.inner
-            .find_primary(self.inner.deadline())
-            .map(|(_, conn)| conn)
+        let (_, mut conn) = self.inner.find_primary(self.inner.deadline())?;
+        conn.follow_primary(self.clone(), Sentinel::connect_primary);
+        Ok(conn)
     }
 
     /// A connection to a replica, for reads that may lag behind the

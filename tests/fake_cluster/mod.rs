@@ -1,7 +1,8 @@
-//! Scripted fake cluster nodes, std only, for wire edge cases a real
-//! `redis-server` cannot be made to produce on demand: a `MOVED` to a node
-//! that does not exist, `CLUSTER SLOTS` with `""` or `"?"` hosts, a node
-//! that closes mid-pipeline, goes silent or stalls.
+//! Scripted fake cluster nodes (and a fake sentinel), std only, for wire
+//! edge cases a real `redis-server` cannot be made to produce on demand: a
+//! `MOVED` to a node that does not exist, `CLUSTER SLOTS` with `""` or
+//! `"?"` hosts, a node that closes mid-pipeline, goes silent or stalls, a
+//! sentinel that names whatever address the test says.
 //!
 //! [`FakeNode::start`] listens on a free loopback port and accepts any
 //! number of connections, each served by its own thread. Every command that
@@ -36,7 +37,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -539,6 +540,25 @@ pub fn array(items: Vec<Vec<u8>>) -> Vec<u8> {
         out.extend(item);
     }
     out
+}
+
+/// A fake sentinel that names `127.0.0.1:<answer>` as the primary (the
+/// port can be changed while it runs) and knows no other sentinel nor any
+/// replica.
+pub fn fake_sentinel(answer: Arc<AtomicU16>) -> FakeNode {
+    FakeNode::start(move |req| {
+        if let Some(a) = default_handshake(req) {
+            return a;
+        }
+        if req.is(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME"]) {
+            let port = answer.load(Ordering::SeqCst).to_string();
+            return Answer::Reply(array(vec![bulk(b"127.0.0.1"), bulk(port.as_bytes())]));
+        }
+        if req.is(&["SENTINEL", "SENTINELS"]) || req.is(&["SENTINEL", "REPLICAS"]) {
+            return Answer::Reply(array(Vec::new()));
+        }
+        Answer::Reply(err("ERR unknown command"))
+    })
 }
 
 /// A 40 character node id, stable per port, for fake topologies.
