@@ -54,14 +54,14 @@ impl<T> Queue<T> {
         (ticket, wake)
     }
 
-    /// Hands `item` to the waiter at the front and wakes it; gives `item`
-    /// back when nobody waits.
-    pub(super) fn serve(&mut self, item: T) -> Result<(), T> {
+    /// Hands `item` to the waiter at the front; returns what wakes it (to
+    /// notify once the lock is released, so the waiter does not wake into
+    /// a held lock), or gives `item` back when nobody waits.
+    pub(super) fn serve(&mut self, item: T) -> Result<Arc<Condvar>, T> {
         match self.waiting.pop_front() {
             Some(w) => {
                 self.granted.push((w.ticket, item));
-                w.wake.notify_one();
-                Ok(())
+                Ok(w.wake)
             }
             None => Err(item),
         }
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(q.take(tickets[3]), Some("d"));
         assert_eq!(q.take(tickets[1]), Some("b"));
         assert_eq!(q.take(tickets[1]), None);
-        assert_eq!(q.serve("e"), Err("e"));
+        assert!(matches!(q.serve("e"), Err("e")));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   with a slot to open a connection in.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,61 @@ struct State<C> {
     /// Slots reserved by `top_up` for idle connections being opened.
     filling: usize,
     waiters: Queue<Grant<C>>,
+    /// Waiters served while the lock is held, woken once it is released.
+    to_wake: Vec<Arc<Condvar>>,
+}
+
+/// The locked state. Dropping it releases the lock, then wakes the
+/// waiters served meanwhile: a waiter woken while the lock is still held
+/// would only wake to wait for the lock.
+struct Locked<'a, C> {
+    guard: Option<MutexGuard<'a, State<C>>>,
+}
+
+impl<'a, C> Locked<'a, C> {
+    /// The guard itself, for a `Condvar` wait, after waking whoever was
+    /// served meanwhile (a wait releases the lock without this drop).
+    fn into_guard(mut self) -> MutexGuard<'a, State<C>> {
+        let mut guard = self
+            .guard
+            .take()
+            .expect("a Locked holds its guard until dropped");
+        for wake in guard.to_wake.drain(..) {
+            wake.notify_one();
+        }
+        guard
+    }
+}
+
+impl<C> Deref for Locked<'_, C> {
+    type Target = State<C>;
+    fn deref(&self) -> &State<C> {
+        self.guard
+            .as_ref()
+            .expect("a Locked holds its guard until dropped")
+    }
+}
+
+impl<C> DerefMut for Locked<'_, C> {
+    fn deref_mut(&mut self) -> &mut State<C> {
+        self.guard
+            .as_mut()
+            .expect("a Locked holds its guard until dropped")
+    }
+}
+
+impl<C> Drop for Locked<'_, C> {
+    fn drop(&mut self) {
+        let mut guard = match self.guard.take() {
+            Some(guard) => guard,
+            None => return,
+        };
+        let wake = std::mem::take(&mut guard.to_wake);
+        drop(guard);
+        for w in wake {
+            w.notify_one();
+        }
+    }
 }
 
 /// What a caller gets to work with: an idle connection to check, or a
@@ -116,6 +172,7 @@ impl<R: Recipe> Shared<R> {
                 total: 0,
                 filling: 0,
                 waiters: Queue::new(),
+                to_wake: Vec::new(),
             }),
             counters: Counters::default(),
         }
@@ -123,8 +180,10 @@ impl<R: Recipe> Shared<R> {
 
     /// The state, also after a panic elsewhere: nothing panics while holding
     /// the lock (no user code runs under it), so it is always consistent.
-    fn lock(&self) -> MutexGuard<'_, State<R::Conn>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> Locked<'_, R::Conn> {
+        Locked {
+            guard: Some(self.state.lock().unwrap_or_else(PoisonError::into_inner)),
+        }
     }
 
     /// A connection: an idle one that passes its health check, or a new one.
@@ -214,11 +273,12 @@ impl<R: Recipe> Shared<R> {
     /// since `started`.
     fn wait(
         &self,
-        mut state: MutexGuard<'_, State<R::Conn>>,
+        state: Locked<'_, R::Conn>,
         started: Instant,
         limit: Duration,
     ) -> Result<Grant<R::Conn>> {
         let deadline = started.checked_add(limit);
+        let mut state = state.into_guard();
         let (ticket, wake) = state.waiters.join();
         loop {
             if let Some(grant) = state.waiters.take(ticket) {
@@ -309,12 +369,15 @@ impl<R: Recipe> Shared<R> {
                 Some(g) => g,
                 None => return,
             };
-            if let Err(grant) = state.waiters.serve(grant) {
-                match grant {
-                    Grant::Conn(entry) => state.idle.push_back(entry),
-                    Grant::Slot => state.total -= 1,
+            match state.waiters.serve(grant) {
+                Ok(wake) => state.to_wake.push(wake),
+                Err(grant) => {
+                    match grant {
+                        Grant::Conn(entry) => state.idle.push_back(entry),
+                        Grant::Slot => state.total -= 1,
+                    }
+                    return;
                 }
-                return;
             }
         }
     }
