@@ -8,6 +8,7 @@
 //! only that waiter is woken. Everything here runs under the pool's lock.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar};
 
 /// The waiters, oldest first, and what was handed to those not awake yet.
@@ -20,7 +21,22 @@ pub(super) struct Queue<T> {
 
 struct Waiter {
     ticket: u64,
-    wake: Arc<Condvar>,
+    wake: Arc<Wake>,
+}
+
+/// How a waiter learns it was served: a flag it can look at without the
+/// pool's lock, and a `Condvar` to sleep on.
+#[derive(Default)]
+pub(super) struct Wake {
+    served: AtomicBool,
+    pub(super) condvar: Condvar,
+}
+
+impl Wake {
+    /// True once something was handed to this waiter.
+    pub(super) fn is_served(&self) -> bool {
+        self.served.load(Ordering::Acquire)
+    }
 }
 
 impl<T> Queue<T> {
@@ -43,10 +59,10 @@ impl<T> Queue<T> {
 
     /// Joins at the back: the ticket to claim a grant with, and the
     /// condition variable to wait on (under the pool's lock).
-    pub(super) fn join(&mut self) -> (u64, Arc<Condvar>) {
+    pub(super) fn join(&mut self) -> (u64, Arc<Wake>) {
         let ticket = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(1);
-        let wake = Arc::new(Condvar::new());
+        let wake = Arc::new(Wake::default());
         self.waiting.push_back(Waiter {
             ticket,
             wake: Arc::clone(&wake),
@@ -57,10 +73,11 @@ impl<T> Queue<T> {
     /// Hands `item` to the waiter at the front; returns what wakes it (to
     /// notify once the lock is released, so the waiter does not wake into
     /// a held lock), or gives `item` back when nobody waits.
-    pub(super) fn serve(&mut self, item: T) -> Result<Arc<Condvar>, T> {
+    pub(super) fn serve(&mut self, item: T) -> Result<Arc<Wake>, T> {
         match self.waiting.pop_front() {
             Some(w) => {
                 self.granted.push((w.ticket, item));
+                w.wake.served.store(true, Ordering::Release);
                 Ok(w.wake)
             }
             None => Err(item),
