@@ -98,9 +98,9 @@ use shared::Shared;
 ///   until the next checkout.
 ///
 /// The recipe decides what a connection is: [`ConnectOptions`] for one
-/// server, [`ClusterOptions`](crate::ClusterOptions) for a cluster client
+/// server, `ClusterOptions` for a cluster client
 /// per "connection" (with the `cluster` feature),
-/// [`Sentinel`](crate::Sentinel) for connections to the current primary
+/// `Sentinel` for connections to the current primary
 /// of a Sentinel-managed group (with the `sentinel` feature), or your own
 /// [`Recipe`].
 ///

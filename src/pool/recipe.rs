@@ -11,9 +11,9 @@ use crate::resp::Protocol;
 /// How a pool opens and checks its connections.
 ///
 /// Implemented for [`ConnectOptions`] (one server), with the `cluster`
-/// feature for [`ClusterOptions`](crate::ClusterOptions) (a cluster client
+/// feature for `ClusterOptions` (a cluster client
 /// per "connection"), and with the `sentinel` feature for
-/// [`Sentinel`](crate::Sentinel) (connections to the current primary of a
+/// `Sentinel` (connections to the current primary of a
 /// Sentinel-managed group). Implement it to pool anything else: wrapped
 /// streams, other topologies. The pool calls these methods without holding its lock, from
 /// any thread; they should not panic (a panic is passed on to the caller,
