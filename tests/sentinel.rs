@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fake_cluster::fake_sentinel;
 use respline::sentinel::SENTINEL_TIMEOUT;
 use respline::{Addr, ConnectOptions, Connection, Error, Pipeline, Sentinel, SentinelOptions};
-use support::sentinel::{shared, TestSentinels, PRIMARY_NAME};
+use support::sentinel::{check_writes, shared, TestSentinels, Write, PRIMARY_NAME};
 use support::HOST;
 
 fn tcp(port: u16) -> Addr {
@@ -335,17 +335,6 @@ fn a_manual_failover_is_followed_by_the_next_connect() {
     );
 }
 
-/// What happened to one write of the kill test.
-struct Write {
-    key: String,
-    /// The port of the primary that acknowledged it, if one did.
-    acked_by: Option<u16>,
-    /// How many replicas `WAIT` said had it (0 when WAIT failed).
-    replicas: i64,
-    /// For a failed write, whether the error said it may have run.
-    may_have_run: bool,
-}
-
 #[test]
 fn a_killed_primary_is_replaced_and_writes_resume_by_themselves() {
     let started = Instant::now();
@@ -461,25 +450,7 @@ fn a_killed_primary_is_replaced_and_writes_resume_by_themselves() {
         gets.cmd(["GET", w.key.as_str()]);
     }
     let found: Vec<Option<String>> = gets.query(&mut reader).unwrap();
-    let (mut weak, mut lost_weak, mut unknown, mut unknown_ran) = (0, 0, 0, 0);
-    for (w, present) in writes.iter().zip(found) {
-        match w.acked_by {
-            Some(by) if by == new || w.replicas >= 2 => {
-                assert!(present.is_some(), "acknowledged write {} lost", w.key)
-            }
-            Some(_) => {
-                weak += 1;
-                lost_weak += usize::from(present.is_none());
-            }
-            None if !w.may_have_run => {
-                assert!(present.is_none(), "{} ran though said unsent", w.key)
-            }
-            None => {
-                unknown += 1;
-                unknown_ran += usize::from(present.is_some());
-            }
-        }
-    }
+    let tally = check_writes(&writes, found, new);
     assert!(
         errors.len() <= 10,
         "expected a few errors in the window, got {}: {:#?}",
@@ -501,10 +472,10 @@ fn a_killed_primary_is_replaced_and_writes_resume_by_themselves() {
         writes.len(),
         errors.len(),
         errors,
-        weak,
-        lost_weak,
-        unknown,
-        unknown_ran
+        tally.weak,
+        tally.lost_weak,
+        tally.unknown,
+        tally.unknown_ran
     );
 }
 

@@ -20,7 +20,7 @@ use respline::{
     Addr, ConnectOptions, Connection, Error, Pipeline, Pool, PoolStats, PooledConnection, Sentinel,
     SentinelOptions,
 };
-use support::sentinel::{TestSentinels, PRIMARY_NAME};
+use support::sentinel::{check_writes, TestSentinels, Write, PRIMARY_NAME};
 use support::{RedisServer, HOST};
 
 /// The pooled connections' client name, to count them in `CLIENT LIST`.
@@ -112,17 +112,6 @@ fn check_full_on(pool: &Pool<Sentinel>, primary: u16) -> PoolStats {
         stats
     );
     stats
-}
-
-/// What happened to one write of the kill test.
-struct Write {
-    key: String,
-    /// The port of the primary that acknowledged it, if one did.
-    acked_by: Option<u16>,
-    /// How many replicas `WAIT` said had it (0 when not asked or failed).
-    replicas: i64,
-    /// For a failed write, whether the error said it may have run.
-    may_have_run: bool,
 }
 
 /// What one writer thread of the kill test saw.
@@ -278,25 +267,7 @@ fn a_killed_primary_under_pooled_writes_is_replaced_and_the_pool_fills_again() {
     }
     let found: Vec<Option<String>> = gets.query(&mut reader).unwrap();
     drop(reader);
-    let (mut weak, mut lost_weak, mut unknown, mut unknown_ran) = (0, 0, 0, 0);
-    for (w, present) in writes.iter().zip(found) {
-        match w.acked_by {
-            Some(by) if by == new || w.replicas >= 2 => {
-                assert!(present.is_some(), "acknowledged write {} lost", w.key)
-            }
-            Some(_) => {
-                weak += 1;
-                lost_weak += usize::from(present.is_none());
-            }
-            None if !w.may_have_run => {
-                assert!(present.is_none(), "{} ran though said unsent", w.key)
-            }
-            None => {
-                unknown += 1;
-                unknown_ran += usize::from(present.is_some());
-            }
-        }
-    }
+    let tally = check_writes(writes.iter().copied(), found, new);
     let errors: Vec<usize> = seen.iter().map(|s| s.errors.len()).collect();
     let all_errors: Vec<&String> = seen.iter().flat_map(|s| &s.errors).collect();
     println!(
@@ -308,10 +279,10 @@ fn a_killed_primary_under_pooled_writes_is_replaced_and_the_pool_fills_again() {
         writes.len(),
         errors,
         all_errors,
-        weak,
-        lost_weak,
-        unknown,
-        unknown_ran,
+        tally.weak,
+        tally.lost_weak,
+        tally.unknown,
+        tally.unknown_ran,
         after_run,
         stats
     );

@@ -547,3 +547,59 @@ fn tail(path: &Path, n: usize) -> String {
     out.push('\n');
     out
 }
+
+/// What happened to one write of a failover test.
+pub struct Write {
+    pub key: String,
+    /// The port of the primary that acknowledged it, if one did.
+    pub acked_by: Option<u16>,
+    /// How many replicas `WAIT` said had it (0 when not asked or failed).
+    pub replicas: i64,
+    /// For a failed write, whether the error said it may have run.
+    pub may_have_run: bool,
+}
+
+/// The writes of a failover test whose fate Redis leaves open, counted by
+/// [`check_writes`].
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Acknowledged by the old primary with fewer than 2 replicas confirmed.
+    pub weak: usize,
+    /// ...of which missing on the new primary.
+    pub lost_weak: usize,
+    /// Failed with an error saying they may have run.
+    pub unknown: usize,
+    /// ...of which present on the new primary.
+    pub unknown_ran: usize,
+}
+
+/// Checks each write against `found` (its value on the new primary, at
+/// `new_port`): every write the new primary acknowledged, or the old one
+/// with both replicas confirmed by WAIT, is present; a write whose error
+/// said it could not have run is not. The rest is counted.
+pub fn check_writes<'a>(
+    writes: impl IntoIterator<Item = &'a Write>,
+    found: Vec<Option<String>>,
+    new_port: u16,
+) -> Tally {
+    let mut tally = Tally::default();
+    for (w, present) in writes.into_iter().zip(found) {
+        match w.acked_by {
+            Some(by) if by == new_port || w.replicas >= 2 => {
+                assert!(present.is_some(), "acknowledged write {} lost", w.key)
+            }
+            Some(_) => {
+                tally.weak += 1;
+                tally.lost_weak += usize::from(present.is_none());
+            }
+            None if !w.may_have_run => {
+                assert!(present.is_none(), "{} ran though said unsent", w.key)
+            }
+            None => {
+                tally.unknown += 1;
+                tally.unknown_ran += usize::from(present.is_some());
+            }
+        }
+    }
+    tally
+}
