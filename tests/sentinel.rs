@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use fake_cluster::fake_sentinel;
 use respline::sentinel::SENTINEL_TIMEOUT;
 use respline::{Addr, ConnectOptions, Connection, Error, Pipeline, Sentinel, SentinelOptions};
-use support::sentinel::{check_writes, shared, TestSentinels, Write, PRIMARY_NAME};
+use support::sentinel::{
+    check_writes, conn_port, port_of, shared, TestSentinels, Write, PRIMARY_NAME,
+};
 use support::HOST;
 
 fn tcp(port: u16) -> Addr {
@@ -28,17 +30,6 @@ fn tcp(port: u16) -> Addr {
 
 fn url(port: u16) -> String {
     format!("redis://{}:{}", HOST, port)
-}
-
-fn port_of(addr: &Addr) -> u16 {
-    match addr {
-        Addr::Tcp { port, .. } => *port,
-        other => panic!("expected a TCP address, got {:?}", other),
-    }
-}
-
-fn conn_port(conn: &Connection) -> u16 {
-    port_of(&conn.options().expect("opened from options").addr)
 }
 
 /// A loopback port nothing listens on (bound a moment ago, then freed).

@@ -20,7 +20,7 @@ use respline::{
     Addr, ConnectOptions, Connection, Error, Pipeline, Pool, PoolStats, PooledConnection, Sentinel,
     SentinelOptions,
 };
-use support::sentinel::{check_writes, TestSentinels, Write, PRIMARY_NAME};
+use support::sentinel::{check_writes, conn_port, TestSentinels, Write, PRIMARY_NAME};
 use support::{RedisServer, HOST};
 
 /// The pooled connections' client name, to count them in `CLIENT LIST`.
@@ -34,17 +34,6 @@ fn tcp(port: u16) -> Addr {
         host: HOST.to_string(),
         port,
     }
-}
-
-fn port_of(addr: &Addr) -> u16 {
-    match addr {
-        Addr::Tcp { port, .. } => *port,
-        other => panic!("expected a TCP address, got {:?}", other),
-    }
-}
-
-fn conn_port(conn: &Connection) -> u16 {
-    port_of(&conn.options().expect("opened from options").addr)
 }
 
 /// A handle on the group's sentinels whose data-node connections are named

@@ -96,19 +96,29 @@ impl RedisServer {
             guarded: false,
             watchdog: None,
         };
+        server.start_on_a_free_port(&binary, "redis-server");
+        server
+    }
+
+    /// Spawns this (not yet started) server on a fresh free port until it
+    /// answers, trying other ports when one was taken between probing and
+    /// binding; panics, saying why, after [`START_ATTEMPTS`] tries. `what`
+    /// names the server in that message.
+    pub(crate) fn start_on_a_free_port(&mut self, binary: &Path, what: &str) {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            release_port(server.port);
-            server.port = free_port();
-            match server.spawn_and_wait(&binary) {
-                Ok(()) => return server,
+            release_port(self.port);
+            self.port = free_port();
+            match self.spawn_and_wait(binary) {
+                Ok(()) => return,
                 // The port was taken between probing and binding: try another.
                 Err(StartError::Exited(why)) => failures.push(why),
                 Err(StartError::Fatal(why)) => panic!("{}", why),
             }
         }
         panic!(
-            "redis-server failed to start after {} attempts with fresh ports:\n{}",
+            "expected {} to start within {} attempts with fresh ports, got:\n{}",
+            what,
             START_ATTEMPTS,
             failures.join("\n---\n")
         );

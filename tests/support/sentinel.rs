@@ -58,6 +58,8 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use respline::{Addr, Connection};
+
 use super::cluster::{parse_reply, Reply};
 use super::{
     encode, exchange, free_port, fresh_dir, redis_binary, release_port, spawn_watchdog,
@@ -377,21 +379,8 @@ fn spawn_data_node(extra: &[&str]) -> RedisServer {
         guarded: true,
         watchdog: None,
     };
-    let mut failures = Vec::new();
-    for _ in 0..START_ATTEMPTS {
-        release_port(server.port);
-        server.port = free_port();
-        match server.spawn_and_wait(&binary) {
-            Ok(()) => return server,
-            Err(StartError::Exited(why)) => failures.push(why),
-            Err(StartError::Fatal(why)) => panic!("{}", why),
-        }
-    }
-    panic!(
-        "expected a data node to start within {} attempts with fresh ports, got:\n{}",
-        START_ATTEMPTS,
-        failures.join("\n---\n")
-    );
+    server.start_on_a_free_port(&binary, "a data node");
+    server
 }
 
 /// One `redis-server --sentinel` process and its watchdog.
@@ -602,4 +591,17 @@ pub fn check_writes<'a>(
         }
     }
     tally
+}
+
+/// The port of a TCP address.
+pub fn port_of(addr: &Addr) -> u16 {
+    match addr {
+        Addr::Tcp { port, .. } => *port,
+        other => panic!("expected a TCP address, got {:?}", other),
+    }
+}
+
+/// The port a connection opened from options went to.
+pub fn conn_port(conn: &Connection) -> u16 {
+    port_of(&conn.options().expect("opened from options").addr)
 }
