@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use super::keys::{CommandKind, CommandTable};
+use super::quick::number_line;
 use super::slot::key_slot;
 use super::topology::NodeAddr;
 use super::{describe, unexpected};
@@ -397,12 +398,12 @@ fn malformed(at: usize) -> Error {
 /// where it ends.
 pub(super) fn split_args(bytes: &[u8], at: usize, args: &mut Vec<Range<usize>>) -> Result<usize> {
     args.clear();
-    let (count, mut pos) = header(bytes, at, b'*').ok_or_else(|| malformed(at))?;
+    let (count, mut pos) = number_line(bytes, at, b'*').ok_or_else(|| malformed(at))?;
     if count == 0 {
         return Err(malformed(at));
     }
     for _ in 0..count {
-        let (len, start) = header(bytes, pos, b'$').ok_or_else(|| malformed(pos))?;
+        let (len, start) = number_line(bytes, pos, b'$').ok_or_else(|| malformed(pos))?;
         let end = start.checked_add(len).ok_or_else(|| malformed(pos))?;
         match (bytes.get(end), bytes.get(end + 1)) {
             (Some(b'\r'), Some(b'\n')) => {}
@@ -412,25 +413,6 @@ pub(super) fn split_args(bytes: &[u8], at: usize, args: &mut Vec<Range<usize>>) 
         pos = end + 2;
     }
     Ok(pos)
-}
-
-/// `<kind><digits>\r\n` at `at`: the number and where the line ends. The
-/// encoder wrote these lines, so this only has to be safe, not forgiving:
-/// at most 19 digits (no overflow), then CRLF.
-fn header(bytes: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
-    let line = bytes.get(at..)?;
-    if line.first() != Some(&kind) {
-        return None;
-    }
-    let mut n: usize = 0;
-    for (i, &b) in line.iter().enumerate().skip(1).take(20) {
-        match b {
-            b'0'..=b'9' => n = n * 10 + usize::from(b - b'0'),
-            b'\r' if i > 1 && line.get(i + 1) == Some(&b'\n') => return Some((n, at + i + 2)),
-            _ => return None,
-        }
-    }
-    None
 }
 
 /// Appends one bulk string.

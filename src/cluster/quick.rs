@@ -359,9 +359,10 @@ fn bulk(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
 }
 
 /// `<kind><digits>\r\n` at `at`: the number, and where the line ends. At
-/// most 19 digits, so no overflow.
+/// most 19 digits, so no overflow. The encoder wrote these lines, so this
+/// only has to be safe, not forgiving.
 #[inline]
-fn number_line(bytes: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
+pub(super) fn number_line(bytes: &[u8], at: usize, kind: u8) -> Option<(usize, usize)> {
     // Most lines have one or two digits: read those without a loop.
     if at + 5 <= bytes.len() {
         let line = &bytes[at..at + 5];
