@@ -7,7 +7,7 @@ use std::vec;
 
 use crate::error::{Error, Result, ServerError};
 use crate::resp::number::{self, Form, Int};
-use crate::resp::{parse_double, Value};
+use crate::resp::{parse_double, Value, ValueRef};
 
 /// A type that can be built from a reply.
 ///
@@ -65,6 +65,19 @@ use crate::resp::{parse_double, Value};
 pub trait FromValue: Sized {
     /// Converts a reply.
     fn from_value(value: Value) -> Result<Self>;
+
+    /// Converts a borrowed reply, by the same rules as
+    /// [`from_value`](FromValue::from_value). The connection reads replies
+    /// this way, straight from its read buffer, so that a `Vec<String>` or a
+    /// `HashMap` is built in one pass without an owned [`Value`] tree first.
+    ///
+    /// The provided implementation copies the reply into a [`Value`] and
+    /// calls `from_value`; every type of this crate does better. Override it
+    /// for a type of your own when its replies are large, and keep both
+    /// methods in agreement.
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
+        Self::from_value(value.to_value())
+    }
 
     /// Converts one command's whole reply (`index`: its position in a
     /// pipeline or transaction). An error reply is an error, whatever

@@ -114,7 +114,7 @@ pub use pipeline::Pipeline;
 #[cfg(feature = "pool")]
 pub use pool::{Pool, PoolBuilder, PoolStats, PooledConnection};
 pub use pubsub::{Message, MessageKind, StopHandle, Subscriber};
-pub use resp::{Protocol, Value};
+pub use resp::{Protocol, Value, ValueRef};
 pub use scan::{Scan, ScanIter};
 pub use script::{Script, ScriptInvocation};
 #[cfg(feature = "sentinel")]

@@ -971,6 +971,16 @@ fn count_down(remaining: &mut Option<usize>) -> bool {
     }
 }
 
+/// [`simple_string`] of text already known to be UTF-8.
+pub(super) fn simple_string_of(text: &str) -> Cow<'static, str> {
+    match text {
+        "OK" => Cow::Borrowed("OK"),
+        "PONG" => Cow::Borrowed("PONG"),
+        "QUEUED" => Cow::Borrowed("QUEUED"),
+        _ => Cow::Owned(text.to_owned()),
+    }
+}
+
 /// The common statuses are borrowed, so `+OK` costs no allocation.
 #[inline]
 fn simple_string(text: &[u8]) -> Cow<'static, str> {
@@ -1043,7 +1053,7 @@ pub(crate) fn parse_double(text: &[u8]) -> Option<f64> {
     }
 }
 
-fn is_big_number(text: &[u8]) -> bool {
+pub(super) fn is_big_number(text: &[u8]) -> bool {
     let digits = match text.first() {
         Some(b'-') | Some(b'+') => &text[1..],
         _ => text,

@@ -28,12 +28,15 @@ mod encode;
 mod error;
 pub(crate) mod number;
 mod value;
+mod view;
 
 pub use decode::{decode, Decoder, Limits};
 pub use encode::{encode_command, encode_value, encoded_len, write_bulk, Protocol};
 pub use error::{ProtocolError, ProtocolErrorKind};
 pub use value::Value;
+pub use view::{AttributeRef, Items, Pairs, ValueRef};
 
 pub(crate) use decode::parse_double;
 pub(crate) use encode::{header_len, write_header, NumBuf};
 pub(crate) use value::write_quoted;
+pub(crate) use view::{view_frame, FrameScan, Scanned};
