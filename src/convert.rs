@@ -9,6 +9,11 @@ use crate::error::{Error, Result, ServerError};
 use crate::resp::number::{self, Form, Int};
 use crate::resp::{parse_double, Value, ValueRef};
 
+/// How [`FromValue::from_reply_stream`] is given a request's replies: call
+/// it once with a closure, which it calls with each reply and its index.
+#[doc(hidden)]
+pub type ReplyStream<'r> = &'r mut dyn FnMut(&mut dyn FnMut(usize, ValueRef<'_>)) -> Result<()>;
+
 /// A type that can be built from a reply.
 ///
 /// This is the only place where an error reply becomes an error: converting
@@ -102,6 +107,24 @@ pub trait FromValue: Sized {
             Some(e) => Err(e),
             None => Self::from_value(Value::Array(replies)),
         }
+    }
+
+    /// [`from_reply`](FromValue::from_reply) for a borrowed reply. Not
+    /// meant to be overridden.
+    #[doc(hidden)]
+    fn from_reply_ref(reply: ValueRef<'_>, index: Option<usize>) -> Result<Self> {
+        Self::from_reply(reply.to_value(), index)
+    }
+
+    /// Converts every reply of a request as it arrives, by the rule of
+    /// [`from_replies`](FromValue::from_replies): `run` reads the `count`
+    /// replies, handing each (with its index) to the closure it is given,
+    /// and fails only if reading fails. Not meant to be overridden.
+    #[doc(hidden)]
+    fn from_reply_stream(count: usize, run: ReplyStream<'_>) -> Result<Self> {
+        let mut replies = Vec::with_capacity(count.min(4096));
+        run(&mut |_, v| replies.push(v.to_value()))?;
+        Self::from_replies(replies)
     }
 
     /// Lets `Vec<u8>` take a bulk string whole rather than element by
