@@ -23,9 +23,8 @@ use std::io::{Read, Write};
 
 use crate::cmd::ToCommand;
 use crate::connection::{changes_session, Connection, Wait};
-use crate::convert::server_error;
 use crate::error::{Error, Result, ServerError};
-use crate::resp::Value;
+use crate::resp::{Value, ValueRef};
 
 /// How to cut a load into chunks.
 ///
@@ -135,6 +134,56 @@ impl<S: Read + Write> Connection<S> {
         I::Item: ToCommand,
         F: FnMut(usize, Value),
     {
+        self.load(commands, chunking, |i, reply| on_reply(i, reply.to_value()))
+    }
+
+    /// [`execute_chunked`](Connection::execute_chunked), handing each reply
+    /// to `on_reply` as a [`ValueRef`] viewing the read buffer (see
+    /// [`query_with`](Connection::query_with)): a load that reads back what
+    /// it wrote, or a chunked read, then allocates nothing per reply. Server
+    /// errors are counted in the summary and handed over as
+    /// [`ValueRef::Error`].
+    ///
+    /// ```
+    /// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+    /// # let fake = FakeServer::replying(&[b"$2\r\nab\r\n$-1\r\n$3\r\ncde\r\n"]);
+    /// use respline::{Chunking, Connection};
+    ///
+    /// let mut conn = Connection::new(fake);
+    /// let mut total = 0;
+    /// let gets = ["a", "b", "c"].iter().map(|k| ["GET", k]);
+    /// conn.execute_chunked_with(gets, &Chunking::default(), |_, reply| {
+    ///     total += reply.as_bytes().map_or(0, |b| b.len());
+    /// })?
+    /// .check()?;
+    /// assert_eq!(total, 5);
+    /// # Ok::<(), respline::Error>(())
+    /// ```
+    pub fn execute_chunked_with<I, F>(
+        &mut self,
+        commands: I,
+        chunking: &Chunking,
+        on_reply: F,
+    ) -> Result<LoadSummary>
+    where
+        I: IntoIterator,
+        I::Item: ToCommand,
+        F: FnMut(usize, ValueRef<'_>),
+    {
+        self.load(commands, chunking, on_reply)
+    }
+
+    fn load<I, F>(
+        &mut self,
+        commands: I,
+        chunking: &Chunking,
+        mut on_reply: F,
+    ) -> Result<LoadSummary>
+    where
+        I: IntoIterator,
+        I::Item: ToCommand,
+        F: FnMut(usize, ValueRef<'_>),
+    {
         self.begin()?;
         let mut load = Load::default();
         let mut commands = commands.into_iter();
@@ -161,15 +210,18 @@ impl<S: Read + Write> Connection<S> {
             while load.in_flight.len() >= 2 || (n == 0 && !load.in_flight.is_empty()) {
                 let k = load.in_flight.pop_front().unwrap_or(0);
                 for _ in 0..k {
-                    let reply = match load.early.pop_front() {
-                        Some(v) => v,
-                        None => match self.receive(Wait::Default) {
-                            Ok(v) => v,
-                            Err(e) => return Err(load.interrupted(e, 0)),
-                        },
+                    let early = load.early.pop_front();
+                    let mut take = |reply: ValueRef<'_>| {
+                        let i = load.record(&reply, chunking.stop_on_error);
+                        on_reply(i, reply);
                     };
-                    load.record(&reply, chunking.stop_on_error);
-                    on_reply(load.summary.commands - 1, reply);
+                    let received = match &early {
+                        Some(v) => Ok(take(v.view())),
+                        None => self.receive_with(Wait::Default, take),
+                    };
+                    if let Err(e) = received {
+                        return Err(load.interrupted(e, 0));
+                    }
                 }
             }
             if n == 0 && load.in_flight.is_empty() {
@@ -238,10 +290,11 @@ impl Load {
         }
     }
 
-    fn record(&mut self, reply: &Value, stop_on_error: bool) {
+    /// Counts a reply; returns its index.
+    fn record(&mut self, reply: &ValueRef<'_>, stop_on_error: bool) -> usize {
         let index = self.summary.commands;
         self.summary.commands += 1;
-        if let Some(e) = server_error(reply) {
+        if let Some(e) = reply.server_error() {
             self.summary.errors += 1;
             if self.summary.first_error.is_none() {
                 self.summary.first_error = Some(e.with_index(index));
@@ -250,5 +303,6 @@ impl Load {
                 self.stop = true;
             }
         }
+        index
     }
 }

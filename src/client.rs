@@ -8,7 +8,7 @@ use crate::connection::{changes_session, Connection, Wait};
 use crate::convert::FromValue;
 use crate::error::Result;
 use crate::pipeline::Pipeline;
-use crate::resp::Value;
+use crate::resp::{Value, ValueRef};
 
 pub(crate) mod sealed {
     /// Only this crate's types are clients.
@@ -69,6 +69,27 @@ pub trait Client: sealed::Sealed {
         pipe: &Pipeline,
         each: &mut dyn FnMut(usize, Value) -> Result<()>,
     ) -> Result<()>;
+
+    /// Runs a pipeline and converts its replies by the rule of
+    /// [`Pipeline::query`].
+    #[doc(hidden)]
+    fn query_pipeline<T: FromValue>(&mut self, pipe: &Pipeline) -> Result<T>
+    where
+        Self: Sized,
+    {
+        T::from_replies(pipe.execute_raw(self)?)
+    }
+
+    /// Runs a pipeline, handing each reply to `each` as a view, in the
+    /// pipeline's order.
+    #[doc(hidden)]
+    fn run_pipeline_views(
+        &mut self,
+        pipe: &Pipeline,
+        each: &mut dyn FnMut(usize, ValueRef<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.run_pipeline(pipe, &mut |i, v| each(i, v.view()))
+    }
 }
 
 impl<S: Read + Write> sealed::Sealed for Connection<S> {}
@@ -96,5 +117,24 @@ impl<S: Read + Write> Client for Connection<S> {
         each: &mut dyn FnMut(usize, Value) -> Result<()>,
     ) -> Result<()> {
         pipe.run(self, each)
+    }
+
+    fn run_pipeline_views(
+        &mut self,
+        pipe: &Pipeline,
+        each: &mut dyn FnMut(usize, ValueRef<'_>) -> Result<()>,
+    ) -> Result<()> {
+        pipe.run_views(self, each)
+    }
+
+    /// Each reply is converted as it is read, straight from the read
+    /// buffer.
+    fn query_pipeline<T: FromValue>(&mut self, pipe: &Pipeline) -> Result<T> {
+        T::from_reply_stream(pipe.len(), &mut |each| {
+            pipe.run_views(self, &mut |i, reply| {
+                each(i, reply);
+                Ok(())
+            })
+        })
     }
 }

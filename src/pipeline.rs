@@ -15,8 +15,8 @@ use crate::client::Client;
 use crate::cmd::ToCommand;
 use crate::connection::{changes_session, Connection, Wait};
 use crate::convert::{server_error, FromValue};
-use crate::error::{Error, Result};
-use crate::resp::{ProtocolError, ProtocolErrorKind, Value};
+use crate::error::{Error, Result, ServerError};
+use crate::resp::{ProtocolError, ProtocolErrorKind, Value, ValueRef};
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
@@ -136,7 +136,58 @@ impl Pipeline {
     /// and a nil EXEC gives [`Error::WatchAborted`]. Neither breaks the
     /// connection.
     pub fn query<T: FromValue>(&self, client: &mut impl Client) -> Result<T> {
-        T::from_replies(self.execute_raw(client)?)
+        client.query_pipeline(self)
+    }
+
+    /// Runs the pipeline and hands each reply to `f` as it is read, in
+    /// order, with its index: a [`ValueRef`] viewing the read buffer (no
+    /// allocation per reply or per element), or the command's error reply
+    /// as `Err` (use `?` to make it the call's error, or handle it).
+    ///
+    /// Every reply is read whatever `f` returns, so the connection stays in
+    /// step; the call then returns `f`'s first error. Memory stays bounded by
+    /// the largest single reply, however many commands the pipeline holds.
+    /// On a cluster the replies are views of owned values, put back in the
+    /// pipeline's order.
+    ///
+    /// ```
+    /// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+    /// # let stream = FakeServer::replying(&[b"*2\r\n$2\r\nab\r\n$3\r\ncde\r\n*1\r\n$4\r\nfghi\r\n"]);
+    /// use respline::{Connection, Pipeline};
+    ///
+    /// let mut conn = Connection::new(stream);
+    /// let mut pipe = Pipeline::new();
+    /// pipe.cmd(["LRANGE", "a", "0", "-1"]).cmd(["LRANGE", "b", "0", "-1"]);
+    /// let mut bytes = 0;
+    /// pipe.for_each_reply(&mut conn, |_, reply| {
+    ///     for item in reply?.items().into_iter().flatten() {
+    ///         bytes += item.as_bytes().map_or(0, |b| b.len());
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(bytes, 9);
+    /// # Ok::<(), respline::Error>(())
+    /// ```
+    pub fn for_each_reply(
+        &self,
+        client: &mut impl Client,
+        mut f: impl FnMut(usize, std::result::Result<ValueRef<'_>, ServerError>) -> Result<()>,
+    ) -> Result<()> {
+        let mut first_error = None;
+        client.run_pipeline_views(self, &mut |i, reply| {
+            let reply = match reply.server_error() {
+                Some(e) => Err(e.with_index(i)),
+                None => Ok(reply),
+            };
+            if let Err(e) = f(i, reply) {
+                first_error.get_or_insert(e);
+            }
+            Ok(())
+        })?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Runs the pipeline and returns one reply per command, in order, failing
@@ -170,6 +221,21 @@ impl Pipeline {
 
     /// Writes the commands and hands each reply to `each` with its index,
     /// without collecting them.
+    /// [`run`](Pipeline::run), handing each reply over as a view.
+    pub(crate) fn run_views<S: Read + Write>(
+        &self,
+        conn: &mut Connection<S>,
+        each: &mut dyn FnMut(usize, ValueRef<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if self.transaction {
+            return self.run(conn, |i, v| each(i, v.view()));
+        }
+        if self.changes_session {
+            conn.note_session_change();
+        }
+        conn.request_views(&self.buf, self.count, Wait::Default, each)
+    }
+
     pub(crate) fn run<S: Read + Write>(
         &self,
         conn: &mut Connection<S>,

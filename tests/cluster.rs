@@ -37,6 +37,15 @@ fn script_cache() -> MutexGuard<'static, ()> {
 /// the deletions of other tests can cause; alone, it must not.
 static KEYSPACE: RwLock<()> = RwLock::new(());
 
+/// Tests that send MULTI, WATCH, SSUBSCRIBE or READONLY hold this for
+/// reading; the test that counts those commands cluster-wide holds it for
+/// writing, so their calls cannot land inside its count.
+static SESSION_COUNTS: RwLock<()> = RwLock::new(());
+
+fn sends_session_commands() -> RwLockReadGuard<'static, ()> {
+    SESSION_COUNTS.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn shared() -> (&'static TestCluster, RwLockReadGuard<'static, ()>) {
     let guard = KEYSPACE.read().unwrap_or_else(|e| e.into_inner());
     (harness::shared(), guard)
@@ -425,6 +434,7 @@ fn other_cross_slot_commands_fail_before_anything_is_sent() {
 
 #[test]
 fn session_commands_are_refused_before_anything_is_sent() {
+    let _counts = SESSION_COUNTS.write().unwrap_or_else(|e| e.into_inner());
     let (c, _keyspace) = shared();
     let mut cluster = connect(c);
     let names = ["multi", "watch", "ssubscribe", "select", "readonly"];
@@ -761,6 +771,7 @@ fn fan_out_to_every_primary() {
 
 #[test]
 fn transactions_in_one_slot() {
+    let _counts = sends_session_commands();
     let (c, _keyspace) = shared();
     let mut cluster = connect(c);
     let owners = Owners::of(c);
@@ -812,6 +823,7 @@ fn transactions_in_one_slot() {
 
 #[test]
 fn watch_transaction_retries_after_a_concurrent_change() {
+    let _counts = sends_session_commands();
     let (c, _keyspace) = shared();
     let mut cluster = connect(c);
     let owners = Owners::of(c);
@@ -1166,6 +1178,7 @@ fn execute_chunked_reports_errors_by_their_index_in_the_load() {
 
 #[test]
 fn resp3_from_the_seed_url() {
+    let _counts = sends_session_commands();
     let (c, _keyspace) = shared();
     let url = format!("redis://127.0.0.1:{}?protocol=resp3", c.ports()[0]);
     let options = ClusterOptions::from_urls(&[url.as_str()]).unwrap();
@@ -1242,6 +1255,7 @@ fn resp3_from_the_seed_url() {
 
 #[test]
 fn read_from_replicas_sends_reads_to_replicas() {
+    let _counts = sends_session_commands();
     let (c, _keyspace) = shared();
     let owners = Owners::of(c);
     let urls = c.seed_urls();
@@ -1332,6 +1346,7 @@ fn read_from_replicas_sends_reads_to_replicas() {
 
 #[test]
 fn sharded_pubsub_over_several_slots() {
+    let _counts = sends_session_commands();
     let (c, _keyspace) = shared();
     let mut cluster = connect(c);
     let owners = Owners::of(c);

@@ -4,10 +4,10 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 
-use super::transport::{is_push, Idle};
+use super::transport::{is_push, Idle, Located};
 use super::{Connection, State, Wait};
 use crate::error::{Error, Result};
-use crate::resp::{write_quoted, ProtocolError, ProtocolErrorKind, Value};
+use crate::resp::{write_quoted, ProtocolError, ProtocolErrorKind, Value, ValueRef};
 
 impl<S: Read + Write> Connection<S> {
     /// Writes `bytes` (holding `replies` commands), then reads exactly
@@ -27,17 +27,44 @@ impl<S: Read + Write> Connection<S> {
         wait: Wait,
         mut each: impl FnMut(usize, Value) -> Result<()>,
     ) -> Result<()> {
+        self.exchange(bytes, replies, |conn, i| {
+            conn.receive(wait).map(|reply| each(i, reply))
+        })
+    }
+
+    /// [`request`](Connection::request), handing each reply to `each` as a
+    /// view into the read buffer (see [`receive_with`](Connection::receive_with)).
+    pub(crate) fn request_views(
+        &mut self,
+        bytes: &[u8],
+        replies: usize,
+        wait: Wait,
+        mut each: impl FnMut(usize, ValueRef<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.exchange(bytes, replies, |conn, i| {
+            conn.receive_with(wait, |reply| each(i, reply))
+        })
+    }
+
+    /// The exchange behind both: `take(conn, i)` reads reply `i` and hands
+    /// it on (the outer error: reading failed; the inner one: the caller's).
+    fn exchange(
+        &mut self,
+        bytes: &[u8],
+        replies: usize,
+        mut take: impl FnMut(&mut Self, usize) -> Result<Result<()>>,
+    ) -> Result<()> {
         self.begin()?;
         self.send(bytes, replies)
             .map_err(|e| interrupted(e, 0, replies))?;
         let mut first_error = None;
         for i in 0..replies {
-            let reply = match self.receive(wait) {
-                Ok(v) => v,
+            match take(self, i) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
                 Err(e) => return Err(interrupted(e, i, replies)),
-            };
-            if let Err(e) = each(i, reply) {
-                first_error.get_or_insert(e);
             }
         }
         self.end();
@@ -145,6 +172,51 @@ impl<S: Read + Write> Connection<S> {
                 *owed = owed.saturating_sub(1);
             }
             return Ok(frame);
+        }
+    }
+
+    /// Reads the next reply of the open exchange and hands it to `f` as a
+    /// view: into the read buffer when the frame is there whole and the scan
+    /// takes it (no copy), or into the decoded [`Value`] otherwise (pushes
+    /// are queued, never handed over). The bytes are released once `f`
+    /// returns.
+    #[inline]
+    pub(crate) fn receive_with<R>(
+        &mut self,
+        wait: Wait,
+        f: impl FnOnce(ValueRef<'_>) -> R,
+    ) -> Result<R> {
+        loop {
+            let next = match self.next_frame_located(wait) {
+                Ok(next) => next,
+                Err(e) => return Err(self.fail(e)),
+            };
+            let value = match next {
+                Located::Buffered(len) => {
+                    self.count_received();
+                    return match self.take_buffered(len, f) {
+                        Some(r) => Ok(r),
+                        None => Err(self.fail(unviewable())),
+                    };
+                }
+                Located::Decoded(v) => v,
+            };
+            if is_push(&value) {
+                if let Err(e) = self.queue_push(value) {
+                    return Err(self.fail(e));
+                }
+                continue;
+            }
+            self.count_received();
+            return Ok(f(value.view()));
+        }
+    }
+
+    /// One more reply of the open exchange was read.
+    #[inline]
+    fn count_received(&mut self) {
+        if let State::Busy { owed, .. } = &mut self.state {
+            *owed = owed.saturating_sub(1);
         }
     }
 
@@ -334,6 +406,18 @@ fn more_replies_than_requests(received: usize, owed: usize) -> Error {
         0,
         format!("at most {} replies for the commands written", owed),
         format!("{} (unsolicited data)", received),
+    ))
+}
+
+/// A frame the scan accepted that could not be viewed: a bug, reported as a
+/// protocol error rather than a panic.
+#[cold]
+fn unviewable() -> Error {
+    Error::Protocol(ProtocolError::new(
+        ProtocolErrorKind::Unexpected,
+        0,
+        "a frame the scan had checked",
+        "one that could not be read back",
     ))
 }
 

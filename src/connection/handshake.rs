@@ -26,6 +26,8 @@ impl<S: Read + Write> Connection<S> {
         self.read_timeout = options.read_timeout;
         self.write_timeout = options.write_timeout;
         self.decoder = Decoder::new(options.limits.clone());
+        self.scan.reset();
+        self.decoding = false;
         let deadline = options
             .connect_timeout
             .and_then(|t| Instant::now().checked_add(t));

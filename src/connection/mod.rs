@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use crate::cmd::ToCommand;
 use crate::connect::{ConnectOptions, Socket, SocketHooks};
 use crate::convert::FromValue;
-use crate::error::Result;
-use crate::resp::{Decoder, Limits, Protocol, Value};
+use crate::error::{Error, Result};
+use crate::resp::{Decoder, FrameScan, Limits, Protocol, Value, ValueRef};
 use transport::ReadBuf;
 
 #[cfg(feature = "cluster")]
@@ -103,6 +103,12 @@ pub struct Connection<S = Socket> {
     /// A `READONLY`, `MASTERDOWN` or `LOADING` error reply arrived: the
     /// server is not (or not yet) a usable primary.
     failover_reply: bool,
+    /// The scan of the frame at the front of the read buffer, kept between
+    /// reads.
+    scan: FrameScan,
+    /// The decoder is reading the frame at the front (the scan left it to
+    /// the decoder).
+    decoding: bool,
 }
 
 /// The connection's request state (see the module doc).
@@ -229,8 +235,8 @@ pub struct Timed<'c, S> {
 impl<S: Read + Write> Timed<'_, S> {
     /// [`Connection::query`] with this call's timeout.
     pub fn query<T: FromValue>(self, command: impl ToCommand) -> Result<T> {
-        let reply = self.conn.call(&command, self.wait)?;
-        T::from_reply(reply, None)
+        self.conn
+            .call_with(&command, self.wait, |reply| T::from_reply_ref(reply, None))?
     }
 
     /// [`Connection::execute`] with this call's timeout.
@@ -271,6 +277,8 @@ impl<S: Read + Write> Connection<S> {
             watching: false,
             diverged: false,
             failover_reply: false,
+            scan: FrameScan::default(),
+            decoding: false,
         }
     }
 
@@ -294,8 +302,56 @@ impl<S: Read + Write> Connection<S> {
     /// [`execute`](Connection::execute) (`conn.query(["FLUSHDB"])?;` alone
     /// does not compile on current Rust, as nothing says what `T` is).
     pub fn query<T: FromValue>(&mut self, command: impl ToCommand) -> Result<T> {
-        let reply = self.call(&command, Wait::Default)?;
-        T::from_reply(reply, None)
+        self.call_with(&command, Wait::Default, |reply| {
+            T::from_reply_ref(reply, None)
+        })?
+    }
+
+    /// Sends one command and hands its reply to `f` as a [`ValueRef`]: a
+    /// view into the connection's read buffer, so reading the reply costs no
+    /// allocation (its bulk strings are `&[u8]` slices, its aggregates
+    /// iterators that parse as they go). For code that processes a reply and
+    /// drops it: sum a list, scan a hash, copy into structures of its own,
+    /// write to a file.
+    ///
+    /// An error reply is [`Error::Server`](crate::Error::Server) and `f` is
+    /// not called. What `f` returns is returned; its error leaves the
+    /// connection usable.
+    ///
+    /// The reply is viewed where it lies once all of it has arrived, so the
+    /// read buffer grows to hold the largest reply (and shrinks back to
+    /// 64 KiB after a request that left it over 1 MiB). Replies the view
+    /// does not read in place (streamed RESP3 strings and aggregates,
+    /// attributes, simple strings that are not UTF-8) are decoded first and
+    /// viewed in the decoded [`Value`]: the same view, at the owned path's
+    /// cost. Every [`Limits`] and the broken-connection rule apply as to
+    /// [`query`](Connection::query).
+    ///
+    /// ```
+    /// # mod fake { include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/doc_fake.rs")); } use fake::FakeServer;
+    /// # let stream = FakeServer::replying(&[b"*3\r\n$1\r\n4\r\n$1\r\n5\r\n$2\r\n12\r\n"]);
+    /// use respline::{Connection, ValueRef};
+    ///
+    /// let mut conn = Connection::new(stream);
+    /// let total = conn.query_with(["LRANGE", "scores", "0", "-1"], |reply| {
+    ///     let mut total = 0;
+    ///     for item in reply.items().into_iter().flatten() {
+    ///         total += item.convert::<i64>()?; // parsed from the buffer, no copy
+    ///     }
+    ///     Ok(total)
+    /// })?;
+    /// assert_eq!(total, 21);
+    /// # Ok::<(), respline::Error>(())
+    /// ```
+    pub fn query_with<R>(
+        &mut self,
+        command: impl ToCommand,
+        f: impl FnOnce(ValueRef<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.call_with(&command, Wait::Default, |reply| match reply.server_error() {
+            Some(e) => Err(e.into()),
+            None => f(reply),
+        })?
     }
 
     /// Sends one command and returns its reply as a [`Value`], failing with
@@ -334,23 +390,35 @@ impl<S: Read + Write> Connection<S> {
 
     /// Sends one command and returns its raw reply, an error reply included
     /// as a value.
-    fn call(&mut self, command: &impl ToCommand, wait: Wait) -> Result<Value> {
+    /// Sends one command and hands its reply, as a view, to `f`.
+    fn call_with<R>(
+        &mut self,
+        command: &impl ToCommand,
+        wait: Wait,
+        f: impl FnOnce(ValueRef<'_>) -> R,
+    ) -> Result<R> {
         let mut bytes = std::mem::take(&mut self.scratch);
         bytes.clear();
         command.write_command(&mut bytes);
         if changes_session(&bytes) {
             self.note_session_change();
         }
-        let mut reply = Value::Nil;
-        let result = self.request(&bytes, 1, wait, |_, v| {
-            reply = v;
+        let mut f = Some(f);
+        let mut out = None;
+        let result = self.request_views(&bytes, 1, wait, |_, reply| {
+            out = f.take().map(|f| f(reply));
             Ok(())
         });
         if bytes.capacity() <= MAX_KEPT_SCRATCH {
             self.scratch = bytes;
         }
-        result.map(|()| reply)
+        result?;
+        // One reply was read, so `f` ran.
+        out.ok_or_else(|| Error::Broken {
+            cause: "a request ended without its reply".into(),
+        })
     }
+
 
     /// Replaces this connection with a fresh one made from the same recipe
     /// (address, timeouts, credentials, db, name, protocol, limits). Queued
@@ -430,6 +498,8 @@ impl<S> Connection<S> {
     /// Sets the limits for the replies to come and the push queue.
     pub fn set_limits(&mut self, limits: Limits) {
         self.decoder = Decoder::new(limits);
+        self.scan.reset();
+        self.decoding = false;
     }
 
     /// RESP3 push frames (pub/sub messages, client-tracking invalidations)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Connection, Wait};
 use crate::connect::remaining;
 use crate::error::{is_timeout_kind, Error, Result};
-use crate::resp::Value;
+use crate::resp::{view_frame, Scanned, Value, ValueRef};
 
 /// The read buffer starts this large (allocated on first use)...
 const INITIAL_BUFFER: usize = 64 * 1024;
@@ -86,6 +86,15 @@ impl ReadBuf {
     }
 }
 
+/// Where [`Connection::next_frame_located`] found the next frame.
+pub(super) enum Located {
+    /// At the front of the read buffer, this many bytes, checked by the
+    /// scan: to be viewed in place.
+    Buffered(usize),
+    /// Decoded, because the scan leaves this frame to the decoder.
+    Decoded(Value),
+}
+
 /// What a non-blocking look at an idle connection found.
 pub(super) enum Idle {
     /// Nothing, or only RESP3 pushes (now queued).
@@ -114,6 +123,75 @@ impl<S: Read + Write> Connection<S> {
             });
             self.read_some(d)?;
         }
+    }
+
+    /// Like [`next_frame`](Connection::next_frame), but a frame the scan
+    /// takes is left in the read buffer, for a view.
+    pub(super) fn next_frame_located(&mut self, wait: Wait) -> Result<Located> {
+        let mut deadline: Option<Option<Instant>> = None;
+        loop {
+            if let Some(next) = self.locate_buffered()? {
+                return Ok(next);
+            }
+            let d = *deadline.get_or_insert_with(|| match wait {
+                Wait::Default => self.read_timeout.map(|t| Instant::now() + t),
+                Wait::Each(t) => t.and_then(|t| Instant::now().checked_add(t)),
+                Wait::Until(d) => Some(d),
+            });
+            self.read_some(d)?;
+        }
+    }
+
+    /// Where the next whole frame is, if one is in: checked in the buffer,
+    /// or decoded (by the decoder, for what the scan leaves to it).
+    #[inline]
+    fn locate_buffered(&mut self) -> Result<Option<Located>> {
+        if self.decoding || self.decoder.is_mid_reply() {
+            return self.decode_located();
+        }
+        let pending = self.buf.pending();
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        match self.scan.scan(pending, self.decoder.limits()) {
+            Scanned::Complete(len) => {
+                self.scan.reset();
+                Ok(Some(Located::Buffered(len)))
+            }
+            Scanned::Partial => Ok(None),
+            Scanned::Decode => {
+                self.scan.reset();
+                self.decoding = true;
+                self.decode_located()
+            }
+        }
+    }
+
+    fn decode_located(&mut self) -> Result<Option<Located>> {
+        let value = self.decode_buffered()?;
+        if value.is_some() {
+            self.decoding = false;
+        }
+        Ok(value.map(Located::Decoded))
+    }
+
+    /// Hands the checked frame of `len` bytes at the front of the buffer to
+    /// `f` as a view, then releases it. `None` if it cannot be viewed (a
+    /// bug: the scan checked it).
+    #[inline]
+    pub(super) fn take_buffered<R>(
+        &mut self,
+        len: usize,
+        f: impl FnOnce(ValueRef<'_>) -> R,
+    ) -> Option<R> {
+        let frame = &self.buf.pending()[..len];
+        if matches!(frame[0], b'-' | b'!') {
+            self.failover_reply |= is_failover_reply(&view_frame(frame)?.to_value());
+        }
+        let frame = &self.buf.pending()[..len];
+        let r = f(view_frame(frame)?);
+        self.buf.consume(len);
+        Some(r)
     }
 
     /// The next frame already in the buffer, if a whole one is.

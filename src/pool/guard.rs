@@ -13,7 +13,7 @@ use crate::cmd::ToCommand;
 use crate::convert::FromValue;
 use crate::error::Result;
 use crate::pipeline::Pipeline;
-use crate::resp::Value;
+use crate::resp::{Value, ValueRef};
 
 /// A connection lent by a [`Pool`](super::Pool): use it through `*` (it
 /// dereferences to the recipe's connection, a
@@ -132,5 +132,17 @@ where
         each: &mut dyn FnMut(usize, Value) -> Result<()>,
     ) -> Result<()> {
         (**self).run_pipeline(pipe, each)
+    }
+
+    fn query_pipeline<T: FromValue>(&mut self, pipe: &Pipeline) -> Result<T> {
+        (**self).query_pipeline(pipe)
+    }
+
+    fn run_pipeline_views(
+        &mut self,
+        pipe: &Pipeline,
+        each: &mut dyn FnMut(usize, ValueRef<'_>) -> Result<()>,
+    ) -> Result<()> {
+        (**self).run_pipeline_views(pipe, each)
     }
 }

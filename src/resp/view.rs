@@ -231,6 +231,16 @@ impl<'a> ValueRef<'a> {
         }
     }
 
+    /// The server error this value is (through attributes), with its code
+    /// and message.
+    pub(crate) fn server_error(&self) -> Option<crate::ServerError> {
+        match self.clone().without_attributes() {
+            ValueRef::Error(e) => Some(crate::ServerError::new(e)),
+            ValueRef::BlobError(b) => Some(crate::ServerError::new(&String::from_utf8_lossy(b))),
+            _ => None,
+        }
+    }
+
     /// Converts this value to `T` by the rules of
     /// [`FromValue`](crate::FromValue), reading the borrowed bytes directly
     /// (see [`FromValue::from_value_ref`](crate::FromValue::from_value_ref)).

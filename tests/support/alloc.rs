@@ -15,6 +15,11 @@ pub struct Counting;
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
     static PEAK: Cell<isize> = const { Cell::new(0) };
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    let _ = COUNT.try_with(|c| c.set(c.get() + 1));
 }
 
 fn add(delta: isize) {
@@ -31,6 +36,7 @@ fn add(delta: isize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
+        count_one();
         if !p.is_null() {
             add(layout.size() as isize);
         }
@@ -39,6 +45,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc_zeroed(layout);
+        count_one();
         if !p.is_null() {
             add(layout.size() as isize);
         }
@@ -52,6 +59,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let q = System.realloc(p, layout, new_size);
+        count_one();
         if !q.is_null() {
             add(new_size as isize - layout.size() as isize);
         }
@@ -74,4 +82,9 @@ pub fn reset_peak() {
 /// The most this thread held since the last `reset_peak`.
 pub fn peak() -> isize {
     PEAK.with(Cell::get)
+}
+
+/// How many allocations (reallocations included) this thread has made.
+pub fn allocations() -> usize {
+    COUNT.with(Cell::get)
 }
