@@ -697,7 +697,11 @@ fn section_lrange(config: &Config, tcp: &Target) -> BoxResult<()> {
         "   {:<26} {:>12} {:>14} {:>16} {:>16} {:>14}",
         "mode", "replies/s", "elements/s", "client CPU us/r", "server CPU us/r", "client/server"
     );
-    for batched in [true, false] {
+    let mut pipe = Pipeline::new();
+    for _ in 0..BATCH {
+        pipe.cmd(("LRANGE", LIST_KEY, 0, -1));
+    }
+    for mode in LrangeMode::ALL {
         let mut rates = Vec::new();
         let mut client = Vec::new();
         let mut server = Vec::new();
@@ -705,21 +709,53 @@ fn section_lrange(config: &Config, tcp: &Target) -> BoxResult<()> {
             let s0 = server_cpu(&mut conn)?;
             let c0 = thread_cpu_ns();
             let t = Instant::now();
-            if batched {
-                let mut pipe = Pipeline::new();
-                for _ in 0..BATCH {
-                    pipe.cmd(("LRANGE", LIST_KEY, 0, -1));
+            match mode {
+                LrangeMode::Values => {
+                    for _ in 0..READS / BATCH {
+                        let replies = pipe.execute(&mut conn)?;
+                        check_list_replies(&replies, ITEMS)?;
+                        black_box(replies);
+                    }
                 }
-                for _ in 0..READS / BATCH {
-                    let replies = pipe.execute(&mut conn)?;
-                    check_list_replies(&replies, ITEMS)?;
-                    black_box(replies);
+                LrangeMode::Borrowed => {
+                    for _ in 0..READS / BATCH {
+                        let mut bytes = 0;
+                        pipe.for_each_reply(&mut conn, |_, reply| {
+                            let reply = reply?;
+                            let items = match reply.items() {
+                                Some(items) if items.len() == ITEMS => items,
+                                _ => {
+                                    return Err(respline::Error::conversion(
+                                        "a list",
+                                        "another reply",
+                                    ))
+                                }
+                            };
+                            for item in items {
+                                bytes += item.as_bytes().map_or(0, <[u8]>::len);
+                            }
+                            Ok(())
+                        })?;
+                        if bytes != BATCH * ITEMS * 10 {
+                            return Err(format!("read {} bytes of items", bytes).into());
+                        }
+                    }
                 }
-            } else {
-                for _ in 0..READS {
-                    let v: Value = conn.query(("LRANGE", LIST_KEY, 0, -1))?;
-                    check_list_replies(std::slice::from_ref(&v), ITEMS)?;
-                    black_box(v);
+                LrangeMode::Vectors => {
+                    for _ in 0..READS / BATCH {
+                        let lists: Vec<Vec<Vec<u8>>> = pipe.query(&mut conn)?;
+                        if lists.len() != BATCH || lists.iter().any(|l| l.len() != ITEMS) {
+                            return Err("unexpected LRANGE replies".into());
+                        }
+                        black_box(lists);
+                    }
+                }
+                LrangeMode::OneByOne => {
+                    for _ in 0..READS {
+                        let v: Value = conn.query(("LRANGE", LIST_KEY, 0, -1))?;
+                        check_list_replies(std::slice::from_ref(&v), ITEMS)?;
+                        black_box(v);
+                    }
                 }
             }
             let elapsed = t.elapsed();
@@ -748,11 +784,7 @@ fn section_lrange(config: &Config, tcp: &Target) -> BoxResult<()> {
         };
         println!(
             "   {:<26} {:>12} {:>14} {:>16} {:>16.1} {:>14}",
-            if batched {
-                "pipelined, batches of 100"
-            } else {
-                "one by one"
-            },
+            mode.label(),
             thousands(rate),
             thousands(rate * ITEMS as f64),
             client_col,
@@ -762,6 +794,37 @@ fn section_lrange(config: &Config, tcp: &Target) -> BoxResult<()> {
     }
     conn.query::<()>(("DEL", LIST_KEY))?;
     Ok(())
+}
+
+/// How section 3 reads its LRANGE replies.
+#[derive(Clone, Copy)]
+enum LrangeMode {
+    /// Pipelined, each reply an owned `Value`.
+    Values,
+    /// Pipelined, each reply viewed in the read buffer (`for_each_reply`).
+    Borrowed,
+    /// Pipelined, converted to `Vec<Vec<u8>>` from the read buffer.
+    Vectors,
+    /// One `query::<Value>` at a time.
+    OneByOne,
+}
+
+impl LrangeMode {
+    const ALL: [LrangeMode; 4] = [
+        LrangeMode::Values,
+        LrangeMode::Borrowed,
+        LrangeMode::Vectors,
+        LrangeMode::OneByOne,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            LrangeMode::Values => "pipelined 100, Value",
+            LrangeMode::Borrowed => "pipelined 100, borrowed",
+            LrangeMode::Vectors => "pipelined 100, Vec<Vec<u8>>",
+            LrangeMode::OneByOne => "one by one, Value",
+        }
+    }
 }
 
 fn check_list_replies(replies: &[Value], items: usize) -> BoxResult<()> {

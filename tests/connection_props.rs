@@ -252,4 +252,57 @@ proptest! {
             prop_assert_eq!(pong, "PONG");
         }
     }
+
+    #[test]
+    fn views_and_owned_values_agree(
+        requests in prop::collection::vec(request(), 1..6),
+        chunk in 1usize..64,
+        resp3 in any::<bool>(),
+    ) {
+        // The same answers to two connections: one reads owned values
+        // (`execute_raw`), the other views (`for_each_reply`). Every reply,
+        // every error and every queued push must be the same.
+        let protocol = if resp3 { Protocol::Resp3 } else { Protocol::Resp2 };
+        let fakes = [Fake::default(), Fake::default()];
+        for fake in &fakes {
+            let mut w = fake.0.borrow_mut();
+            w.chunk = chunk;
+            w.answers = requests.iter().map(|r| answer(r, protocol)).collect();
+        }
+        let mut owned = Connection::new(fakes[0].clone());
+        let mut viewed = Connection::new(fakes[1].clone());
+        for req in &requests {
+            let mut pipe = Pipeline::new();
+            for i in 0..req.replies.len() {
+                pipe.cmd(("GET", i));
+            }
+            let a = pipe.execute_raw(&mut owned).map_err(|e| e.to_string());
+            let mut got = Vec::new();
+            let b = pipe
+                .for_each_reply(&mut viewed, |_, r| {
+                    got.push(match r {
+                        Ok(v) => v.to_value(),
+                        Err(e) => Value::Error(format!("{}|{}", e.code(), e.message())),
+                    });
+                    Ok(())
+                })
+                .map(|()| got)
+                .map_err(|e| e.to_string());
+            let a = a.map(|replies| {
+                replies
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::Error(line) => {
+                            let e = respline::ServerError::new(&line);
+                            Value::Error(format!("{}|{}", e.code(), e.message()))
+                        }
+                        v => v,
+                    })
+                    .collect::<Vec<_>>()
+            });
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(owned.take_pushes(), viewed.take_pushes());
+            prop_assert_eq!(owned.is_broken(), viewed.is_broken());
+        }
+    }
 }

@@ -100,7 +100,8 @@ fn typed_conversions_from_the_buffer_match_the_owned_ones() {
     for protocol in PROTOCOLS {
         let mut conn = connect(&server, protocol);
         fill_list(&mut conn, "l", 50);
-        conn.execute(["HSET", "h", "a", "1", "b", "2", "c", "x"]).unwrap();
+        conn.execute(["HSET", "h", "a", "1", "b", "2", "c", "x"])
+            .unwrap();
         conn.execute(["SET", "n", "41"]).unwrap();
         let list: Vec<String> = conn.query(["LRANGE", "l", "0", "-1"]).unwrap();
         let owned = conn.execute(["LRANGE", "l", "0", "-1"]).unwrap();
@@ -116,9 +117,12 @@ fn typed_conversions_from_the_buffer_match_the_owned_ones() {
         assert_eq!(pair, (42, None));
         // A shape mismatch is the same error either way, and the connection
         // stays usable.
-        let err = conn.query::<HashMap<String, i64>>(["HGETALL", "h"]).unwrap_err();
+        let err = conn
+            .query::<HashMap<String, i64>>(["HGETALL", "h"])
+            .unwrap_err();
         let owned = conn.execute(["HGETALL", "h"]).unwrap();
-        let owned_err = <HashMap<String, i64> as respline::FromValue>::from_value(owned).unwrap_err();
+        let owned_err =
+            <HashMap<String, i64> as respline::FromValue>::from_value(owned).unwrap_err();
         assert_eq!(err.to_string(), owned_err.to_string());
         let n: i64 = conn.query(["GET", "n"]).unwrap();
         assert_eq!(n, 42);
@@ -161,7 +165,9 @@ fn server_errors_reach_the_callback_as_errors_with_their_index() {
     );
     // query_with does not call its callback for an error reply.
     let err = conn
-        .query_with(["INCR", "s"], |_| -> respline::Result<()> { panic!("called") })
+        .query_with(["INCR", "s"], |_| -> respline::Result<()> {
+            panic!("called")
+        })
         .unwrap_err();
     assert!(err.server_error().is_some());
     let pong = conn
@@ -184,7 +190,9 @@ fn a_reply_far_larger_than_the_buffer_is_viewed_whole() {
     assert_eq!(len, big.len());
     fill_list(&mut conn, "long", 100_000);
     let n = conn
-        .query_with(["LRANGE", "long", "0", "-1"], |r| Ok(r.items().unwrap().count()))
+        .query_with(["LRANGE", "long", "0", "-1"], |r| {
+            Ok(r.items().unwrap().count())
+        })
         .unwrap();
     assert_eq!(n, 100_000);
     // The buffer shrinks back afterwards, and the connection goes on.
@@ -228,7 +236,9 @@ fn pushes_between_replies_are_queued_not_handed_over() {
     assert_eq!(v, Value::BulkString(b"2".to_vec()));
     assert!(conn.pending_pushes() >= 1);
     let pushes = conn.take_pushes();
-    assert!(matches!(&pushes[0], Value::Push(items) if items[0] == Value::BulkString(b"invalidate".to_vec())));
+    assert!(
+        matches!(&pushes[0], Value::Push(items) if items[0] == Value::BulkString(b"invalidate".to_vec()))
+    );
 }
 
 #[test]
@@ -244,8 +254,8 @@ fn chunked_loads_hand_views_and_count_errors() {
     let mut sum = 0i64;
     let mut nil = 0;
     let gets = (0..5001).map(|i| cmd("GET").arg(format!("c:{}", i)));
-    let summary = conn
-        .execute_chunked_with(gets, &Chunking::default().max_commands(300), |i, reply| {
+    let summary =
+        conn.execute_chunked_with(gets, &Chunking::default().max_commands(300), |i, reply| {
             match reply {
                 ValueRef::BulkString(b) if i != 77 => {
                     sum += std::str::from_utf8(b).unwrap().parse::<i64>().unwrap()

@@ -348,9 +348,11 @@ impl<S: Read + Write> Connection<S> {
         command: impl ToCommand,
         f: impl FnOnce(ValueRef<'_>) -> Result<R>,
     ) -> Result<R> {
-        self.call_with(&command, Wait::Default, |reply| match reply.server_error() {
-            Some(e) => Err(e.into()),
-            None => f(reply),
+        self.call_with(&command, Wait::Default, |reply| {
+            match reply.server_error() {
+                Some(e) => Err(e.into()),
+                None => f(reply),
+            }
         })?
     }
 
@@ -418,7 +420,6 @@ impl<S: Read + Write> Connection<S> {
             cause: "a request ended without its reply".into(),
         })
     }
-
 
     /// Replaces this connection with a fresh one made from the same recipe
     /// (address, timeouts, credentials, db, name, protocol, limits). Queued

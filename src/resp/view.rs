@@ -95,7 +95,10 @@ pub struct Items<'a>(ItemsInner<'a>);
 #[derive(Clone)]
 enum ItemsInner<'a> {
     /// Checked wire bytes starting at the next element.
-    Wire { rest: &'a [u8], left: usize },
+    Wire {
+        rest: &'a [u8],
+        left: usize,
+    },
     Tree(std::slice::Iter<'a, Value>),
 }
 
@@ -217,11 +220,9 @@ impl<'a> ValueRef<'a> {
                 format,
                 text: text.to_vec(),
             },
-            ValueRef::Map(pairs) => Value::Map(
-                pairs
-                    .map(|(k, v)| (k.to_value(), v.to_value()))
-                    .collect(),
-            ),
+            ValueRef::Map(pairs) => {
+                Value::Map(pairs.map(|(k, v)| (k.to_value(), v.to_value())).collect())
+            }
             ValueRef::Set(items) => Value::Set(items.map(|v| v.to_value()).collect()),
             ValueRef::Push(items) => Value::Push(items.map(|v| v.to_value()).collect()),
             ValueRef::Attribute(a) => Value::Attribute {
@@ -277,10 +278,9 @@ impl Value {
             Value::Map(pairs) => ValueRef::Map(Pairs(PairsInner::Tree(pairs.iter()))),
             Value::Set(items) => ValueRef::Set(Items(ItemsInner::Tree(items.iter()))),
             Value::Push(items) => ValueRef::Push(Items(ItemsInner::Tree(items.iter()))),
-            Value::Attribute { attributes, value } => ValueRef::Attribute(AttributeRef {
-                attributes,
-                value,
-            }),
+            Value::Attribute { attributes, value } => {
+                ValueRef::Attribute(AttributeRef { attributes, value })
+            }
         }
     }
 }
@@ -587,7 +587,10 @@ impl FrameScan {
             b'+' | b'-' | b',' | b'(' => limits.max_line_len,
             b'_' => 0,
             b'#' => 1,
-            _ => MAX_NUMBER_LEN,
+            b':' | b'$' | b'!' | b'=' | b'*' | b'~' | b'%' | b'>' => MAX_NUMBER_LEN,
+            // Not a type the scan takes (or not a type at all): the decoder
+            // says which, at once.
+            _ => return Step::Decode,
         };
         let (text, head) = match checked_line(rest, max_line) {
             Line::Whole(text, head) => (text, head),
@@ -624,7 +627,11 @@ impl FrameScan {
         if self.open.len() >= limits.max_depth {
             return Step::Decode;
         }
-        let elements = if kind == b'%' { n.checked_mul(2) } else { Some(n) };
+        let elements = if kind == b'%' {
+            n.checked_mul(2)
+        } else {
+            Some(n)
+        };
         match elements {
             Some(0) => Step::Whole(head),
             Some(e) => {
@@ -701,4 +708,149 @@ fn blob(kind: u8, text: &[u8], head: usize, rest: &[u8], limits: &Limits) -> Ste
         return Step::Decode;
     }
     Step::Whole(end + 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resp::{decode, encode_value, Protocol};
+    use proptest::prelude::*;
+
+    /// Scans `buf` fed in pieces of `piece` bytes, as reads would bring it.
+    fn scan_in_pieces(buf: &[u8], piece: usize, limits: &Limits) -> Scanned {
+        let mut scan = FrameScan::default();
+        let mut end = 0;
+        loop {
+            end = (end + piece.max(1)).min(buf.len());
+            match scan.scan(&buf[..end], limits) {
+                Scanned::Partial if end < buf.len() => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// What the scan and view say must be what the decoder says.
+    fn agrees(buf: &[u8], piece: usize, limits: &Limits) -> Result<(), String> {
+        let decoded = decode(buf, limits);
+        match scan_in_pieces(buf, piece, limits) {
+            Scanned::Complete(n) => {
+                let (value, used) = match decoded {
+                    Ok(Some(d)) => d,
+                    other => return Err(format!("scan took {} bytes, decoder: {:?}", n, other)),
+                };
+                if used != n {
+                    return Err(format!("scan {} bytes, decoder {}", n, used));
+                }
+                let view = view_frame(&buf[..n]).ok_or("no view")?;
+                if view.to_value() != value {
+                    return Err(format!("view {:?}, decoded {:?}", view, value));
+                }
+                Ok(())
+            }
+            Scanned::Partial => match decoded {
+                Ok(None) => Ok(()),
+                other => Err(format!("scan wants more, decoder: {:?}", other)),
+            },
+            Scanned::Decode => Ok(()),
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            "[a-zé ]{0,8}".prop_map(|s| Value::SimpleString(s.into())),
+            "[A-Z]{1,5} [a-z]{0,6}".prop_map(Value::Error),
+            any::<i64>().prop_map(Value::Integer),
+            prop::collection::vec(any::<u8>(), 0..24).prop_map(Value::BulkString),
+            prop::collection::vec(any::<u8>(), 0..8).prop_map(Value::BlobError),
+            any::<bool>().prop_map(Value::Boolean),
+            any::<f64>().prop_map(Value::Double),
+            "-?[0-9]{1,30}".prop_map(Value::BigNumber),
+            prop::collection::vec(any::<u8>(), 0..8).prop_map(|text| Value::Verbatim {
+                format: *b"txt",
+                text
+            }),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Set),
+                prop::collection::vec(inner.clone(), 1..3).prop_map(Value::Push),
+                prop::collection::vec((inner.clone(), inner.clone()), 0..3).prop_map(Value::Map),
+                (
+                    prop::collection::vec((inner.clone(), inner.clone()), 1..2),
+                    inner
+                )
+                    .prop_map(|(attributes, v)| Value::Attribute {
+                        attributes,
+                        value: Box::new(v),
+                    }),
+            ]
+        })
+    }
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        (1usize..6, 0usize..30, 0usize..6, 0usize..40).prop_map(|(d, b, a, l)| Limits {
+            max_depth: d,
+            max_bulk_len: b,
+            max_aggregate_len: a,
+            max_line_len: l,
+            ..Limits::default()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn scan_and_view_agree_with_the_decoder(
+            v in value(),
+            resp3 in any::<bool>(),
+            piece in 1usize..40,
+            small in prop::option::of(limits()),
+            damage in prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            tail in prop::collection::vec(any::<u8>(), 0..6),
+        ) {
+            let protocol = if resp3 { Protocol::Resp3 } else { Protocol::Resp2 };
+            let mut buf = Vec::new();
+            encode_value(&mut buf, &v, protocol);
+            if let Some((at, byte)) = damage {
+                let i = at.index(buf.len());
+                buf[i] = byte;
+            }
+            buf.extend_from_slice(&tail);
+            let limits = small.unwrap_or_default();
+            prop_assert_eq!(agrees(&buf, piece, &limits), Ok(()));
+            // Every prefix, too: the scan never takes less than a frame.
+            let cut = buf.len() / 2;
+            prop_assert_eq!(agrees(&buf[..cut], piece, &limits), Ok(()));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_fool_the_scan(
+            bytes in prop::collection::vec(
+                prop_oneof![
+                    Just(b'\r'), Just(b'\n'), Just(b'*'), Just(b'$'), Just(b'%'), Just(b':'),
+                    Just(b'-'), Just(b'1'), Just(b'2'), Just(b'0'), Just(b'+'), any::<u8>()
+                ],
+                0..48,
+            ),
+            piece in 1usize..16,
+        ) {
+            prop_assert_eq!(agrees(&bytes, piece, &Limits::default()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn owned_values_are_viewed_as_they_are() {
+        let v = Value::Attribute {
+            attributes: vec![(Value::from("ttl"), Value::Integer(3))],
+            value: Box::new(Value::Array(vec![Value::from("a"), Value::Nil])),
+        };
+        let view = v.view();
+        assert_eq!(view.kind(), "attribute");
+        assert_eq!(view.to_value(), v);
+        let inner = view.without_attributes();
+        assert_eq!(inner.items().map(|i| i.len()), Some(2));
+    }
 }
