@@ -37,6 +37,7 @@
 //!
 //! ```text
 //! src/resp/         the codec: bytes ⇄ Value (decode, encode, limits), no I/O    ── public as respline::resp
+//!                   and ValueRef: a reply viewed in place once a scan has checked it
 //! src/connect/      how to reach a server: Addr, ConnectOptions, URLs, sockets
 //! src/connection/   one Connection: stream, buffer, deadlines, handshake,
 //!                   and the one door every request goes through (door.rs)
@@ -56,7 +57,8 @@
 //!
 //! ```text
 //! write:  cmd("SET").arg(..) / Pipeline ──▶ resp::encode ──▶ Vec<u8> ──▶ one write
-//! read:   socket bytes ──▶ read buffer ──▶ resp::Decoder ──▶ Value ──▶ FromValue ──▶ T
+//! read:   socket bytes ──▶ read buffer ──▶ resp::FrameScan ──▶ ValueRef ──▶ FromValue ──▶ T
+//!                                      └──▶ resp::Decoder ──▶ Value (execute, pub/sub, the rest)
 //! ```
 //!
 //! Server error replies are values ([`Value::Error`]) until a conversion
