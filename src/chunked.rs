@@ -216,7 +216,10 @@ impl<S: Read + Write> Connection<S> {
                         on_reply(i, reply);
                     };
                     let received = match &early {
-                        Some(v) => Ok(take(v.view())),
+                        Some(v) => {
+                            take(v.view());
+                            Ok(())
+                        }
                         None => self.receive_with(Wait::Default, take),
                     };
                     if let Err(e) = received {
