@@ -351,15 +351,6 @@ fn a_manual_failover_closes_idle_connections_at_checkout_and_busy_ones_when_give
     drop(busy);
     let stats = pool.stats();
     assert_eq!(stats.closed_dirty, before_give_back.closed_dirty + 1);
-    // All four connections to the old primary are closed: the one idle all
-    // along at checkout (closed broken), the busy one when given back
-    // (closed dirty), and the writers' two either way (when given back,
-    // or at checkout if they sat 100 ms in the pool); the new ones are the
-    // new primary's.
-    assert_eq!(stats.closed_dirty + stats.closed_broken, 4, "{}", stats);
-    assert!(stats.closed_broken >= 1, "{}", stats);
-    assert_eq!(stats.created, 4 + 2, "{}", stats);
-    assert_eq!(stats.total, 2, "{}", stats);
     let mut errors = 0;
     let mut on_new = Vec::new();
     for log in &worker_log {
@@ -397,6 +388,12 @@ fn a_manual_failover_closes_idle_connections_at_checkout_and_busy_ones_when_give
 
     // The pool fills to its size again, on the new primary only.
     let full = check_full_on(&pool, new);
+    // All four connections to the old primary are closed: the busy one
+    // when given back (closed dirty), the others when given back or at
+    // checkout (which of the three the writers happened to take, and
+    // when, depends on scheduling); every connection now is a new one.
+    assert_eq!(full.closed_dirty + full.closed_broken, 4, "{}", full);
+    assert_eq!(full.created, 4 + 4, "{}", full);
     wait_for_pooled_clients(&group, new, 4);
     wait_for_pooled_clients(&group, old, 0);
     let mut conn = pool.get().unwrap();
