@@ -2122,3 +2122,346 @@ mod tests {
         }
     }
 }
+
+/// The direct conversions of views, held to the owned ones: the same value
+/// or the same error, over views of wire bytes (as a connection reads
+/// them) and of owned values.
+#[cfg(test)]
+mod ref_tests {
+    use super::*;
+    use crate::resp::{decode, encode_value, view_frame, FrameScan, Limits, Protocol, Scanned};
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+    use std::fmt::Debug;
+
+    mod values {
+        use crate::Value;
+        use proptest::prelude::*;
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/convert_ref_props/values.rs"
+        ));
+    }
+
+    /// How a frame reached its view.
+    #[derive(Debug, PartialEq)]
+    enum Path {
+        /// Straight from the wire bytes.
+        Wire,
+        /// From the decoder's owned value (attributes, top-level pushes...).
+        Decoded,
+    }
+
+    /// Encodes `v` and calls `f` with the view a connection would make of
+    /// the frame; also gives the decoded frame, what the owned path reads.
+    fn on_wire<R>(
+        v: &Value,
+        protocol: Protocol,
+        f: impl FnOnce(ValueRef<'_>) -> R,
+    ) -> (Value, R, Path) {
+        let mut buf = Vec::new();
+        encode_value(&mut buf, v, protocol);
+        let limits = Limits::default();
+        let (decoded, used) = decode(&buf, &limits).unwrap().expect("a whole frame");
+        assert_eq!(used, buf.len());
+        match FrameScan::default().scan(&buf, &limits) {
+            Scanned::Complete(n) => {
+                assert_eq!(n, buf.len());
+                let view = view_frame(&buf[..n]).expect("a checked frame");
+                (decoded, f(view), Path::Wire)
+            }
+            Scanned::Decode => {
+                let r = f(decoded.view());
+                (decoded, r, Path::Decoded)
+            }
+            Scanned::Partial => panic!("a whole frame asked for more: {:?}", v),
+        }
+    }
+
+    /// The same result: equal values (by `same`), or the same error.
+    fn agree<T>(a: &Result<T>, b: &Result<T>, same: impl Fn(&T, &T) -> bool) -> bool {
+        match (a, b) {
+            (Ok(x), Ok(y)) => same(x, y),
+            (Err(x), Err(y)) => {
+                format!("{:?}", x) == format!("{:?}", y) && x.to_string() == y.to_string()
+            }
+            _ => false,
+        }
+    }
+
+    /// `T::from_value_ref` of the views of `v` (RESP3 and RESP2 wire bytes,
+    /// and `v.view()`) gives what `T::from_value` gives.
+    fn check<T: FromValue + Debug>(
+        v: &Value,
+        same: impl Fn(&T, &T) -> bool,
+    ) -> std::result::Result<(), TestCaseError> {
+        let name = std::any::type_name::<T>();
+        let viewed = T::from_value_ref(v.view());
+        let owned = T::from_value(v.clone());
+        prop_assert!(
+            agree(&owned, &viewed, &same),
+            "{} of the view of {:?}: {:?}, owned: {:?}",
+            name,
+            v,
+            viewed,
+            owned
+        );
+        for protocol in [Protocol::Resp3, Protocol::Resp2] {
+            let (decoded, wire, path) = on_wire(v, protocol, T::from_value_ref);
+            let owned = T::from_value(decoded.clone());
+            prop_assert!(
+                agree(&owned, &wire, &same),
+                "{} of {:?} ({:?}, {:?}): {:?}, owned: {:?}",
+                name,
+                decoded,
+                protocol,
+                path,
+                wire,
+                owned
+            );
+        }
+        Ok(())
+    }
+
+    fn eq<T: PartialEq>(a: &T, b: &T) -> bool {
+        a == b
+    }
+
+    /// For values holding doubles, NaN included.
+    fn same_debug<T: Debug>(a: &T, b: &T) -> bool {
+        format!("{:?}", a) == format!("{:?}", b)
+    }
+
+    fn every_target(v: &Value) -> std::result::Result<(), TestCaseError> {
+        check::<String>(v, eq)?;
+        check::<Vec<u8>>(v, eq)?;
+        check::<i64>(v, eq)?;
+        check::<u8>(v, eq)?;
+        check::<u64>(v, eq)?;
+        check::<i128>(v, eq)?;
+        check::<f64>(v, |a, b| a.to_bits() == b.to_bits())?;
+        check::<f32>(v, |a, b| a.to_bits() == b.to_bits())?;
+        check::<bool>(v, eq)?;
+        check::<Option<i64>>(v, eq)?;
+        check::<Vec<String>>(v, eq)?;
+        check::<Vec<Vec<u8>>>(v, eq)?;
+        check::<Vec<Option<String>>>(v, eq)?;
+        check::<HashMap<String, String>>(v, eq)?;
+        check::<BTreeMap<String, i64>>(v, eq)?;
+        check::<Vec<(String, String)>>(v, eq)?;
+        check::<Vec<(String,)>>(v, eq)?;
+        check::<Vec<Vec<String>>>(v, eq)?;
+        check::<HashSet<String>>(v, eq)?;
+        check::<BTreeSet<Vec<u8>>>(v, eq)?;
+        check::<(String, i64)>(v, eq)?;
+        check::<(Value, Option<Vec<u8>>)>(v, same_debug)?;
+        check::<()>(v, eq)?;
+        check::<Value>(v, same_debug)?;
+        check::<Result<i64, ServerError>>(v, eq)?;
+        check::<Option<Result<Vec<String>, ServerError>>>(v, eq)?;
+        Ok(())
+    }
+
+    /// Streams the wire views of `replies` to `T::from_reply_stream`,
+    /// announcing `count` of them.
+    fn streamed<T: FromValue>(replies: &[Value], count: usize) -> Result<T> {
+        T::from_reply_stream(count, &mut |each| {
+            for (i, v) in replies.iter().enumerate() {
+                on_wire(v, Protocol::Resp3, |view| each(i, view));
+            }
+            Ok(())
+        })
+    }
+
+    fn check_stream<T: FromValue + Debug>(
+        replies: &[Value],
+        same: impl Fn(&T, &T) -> bool,
+    ) -> std::result::Result<(), TestCaseError> {
+        let decoded: Vec<Value> = replies
+            .iter()
+            .map(|v| on_wire(v, Protocol::Resp3, |_| ()).0)
+            .collect();
+        let collected = T::from_replies(decoded.clone());
+        let streamed = streamed::<T>(replies, replies.len());
+        prop_assert!(
+            agree(&collected, &streamed, same),
+            "{} of {:?}: streamed {:?}, collected {:?}",
+            std::any::type_name::<T>(),
+            decoded,
+            streamed,
+            collected
+        );
+        Ok(())
+    }
+
+    fn every_stream_target(replies: &[Value]) -> std::result::Result<(), TestCaseError> {
+        check_stream::<()>(replies, eq)?;
+        check_stream::<Vec<String>>(replies, eq)?;
+        check_stream::<Vec<Option<i64>>>(replies, eq)?;
+        check_stream::<Vec<Result<Vec<String>, ServerError>>>(replies, eq)?;
+        check_stream::<(i64,)>(replies, eq)?;
+        check_stream::<(String, Vec<String>)>(replies, eq)?;
+        check_stream::<(Result<i64, ServerError>, (), Option<String>)>(replies, eq)?;
+        check_stream::<Result<(String, String), ServerError>>(replies, eq)?;
+        check_stream::<Result<Vec<i64>, ServerError>>(replies, eq)?;
+        check_stream::<Value>(replies, same_debug)?;
+        check_stream::<HashMap<String, String>>(replies, eq)?;
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(384))]
+
+        #[test]
+        fn wire_views_convert_as_values_do(v in values::value()) {
+            every_target(&v)?;
+        }
+
+        #[test]
+        fn streamed_wire_replies_convert_as_collected_ones_do(
+            replies in prop::collection::vec(values::value(), 0..5)
+        ) {
+            every_stream_target(&replies)?;
+        }
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn arr(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    /// Converts the RESP3 wire view of `v`, checking it was read from the
+    /// wire bytes, not from a decoded copy.
+    fn wire<T: FromValue>(v: &Value) -> Result<T> {
+        let (_, r, path) = on_wire(v, Protocol::Resp3, T::from_value_ref);
+        assert_eq!(path, Path::Wire, "{:?}", v);
+        r
+    }
+
+    #[test]
+    fn common_replies_are_read_from_the_wire() {
+        let mget = arr(vec![bulk("a"), Value::Nil, bulk("c")]);
+        assert_eq!(
+            wire::<Vec<Option<String>>>(&mget).unwrap(),
+            vec![Some("a".to_string()), None, Some("c".to_string())]
+        );
+        let hgetall = Value::Map(vec![(bulk("f"), bulk("1")), (bulk("g"), Value::Integer(2))]);
+        let m: HashMap<String, i64> = wire(&hgetall).unwrap();
+        assert_eq!((m["f"], m["g"]), (1, 2));
+        let flat = arr(vec![bulk("f"), bulk("1"), bulk("f"), bulk("2")]);
+        let m: BTreeMap<String, String> = wire(&flat).unwrap();
+        assert_eq!(m["f"], "2", "a repeated key keeps its last value");
+        let pairs: Vec<(String, i64)> = wire(&hgetall).unwrap();
+        assert_eq!(pairs, vec![("f".to_string(), 1), ("g".to_string(), 2)]);
+        assert_eq!(
+            wire::<(String, f64)>(&arr(vec![bulk("z"), Value::Double(1.5)])).unwrap(),
+            ("z".to_string(), 1.5)
+        );
+        assert_eq!(wire::<Vec<u8>>(&bulk("ab")).unwrap(), b"ab".to_vec());
+        assert_eq!(
+            wire::<Vec<u8>>(&arr(vec![Value::Integer(1), bulk("2")])).unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            wire::<Vec<String>>(&Value::Nil).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(wire::<String>(&Value::Double(0.1)).unwrap(), "0.1");
+        // Errors read as the owned path gives them.
+        let exec = arr(vec![bulk("x"), Value::Error("WRONGTYPE no".into())]);
+        let e = wire::<Vec<i64>>(&exec).unwrap_err();
+        assert_eq!(e.server_error().unwrap().code(), "WRONGTYPE");
+        let e = wire::<HashMap<String, String>>(&arr(vec![bulk("a")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot convert reply: expected map or array of key/value pairs, found array of 1 element"
+        );
+    }
+
+    #[test]
+    fn byte_vectors_allocate_once_each() {
+        // The outer vector is sized once; each element is one copy of its
+        // bytes (N + 1 allocations, no intermediate values).
+        let v = arr((0..100).map(|i| bulk(&format!("{:010}", i))).collect());
+        let out: Vec<Vec<u8>> = wire(&v).unwrap();
+        assert_eq!((out.len(), out.capacity()), (100, 100));
+        assert!(out.iter().all(|b| b.len() == 10 && b.capacity() == 10));
+        let out: Vec<String> = wire(&v).unwrap();
+        assert_eq!(out.capacity(), 100);
+        assert!(out.iter().all(|s| s.capacity() == 10));
+    }
+
+    /// A type that only has `from_value`: inside a `Vec`, each element is
+    /// copied on its own.
+    #[derive(Debug, PartialEq)]
+    struct Plain(Value);
+
+    impl FromValue for Plain {
+        fn from_value(value: Value) -> Result<Plain> {
+            match value {
+                Value::Integer(_) => Ok(Plain(value)),
+                other => Err(mismatch("integer", &other)),
+            }
+        }
+    }
+
+    #[test]
+    fn user_types_convert_their_own_elements() {
+        let v = arr(vec![Value::Integer(1), Value::Integer(2)]);
+        assert_eq!(
+            wire::<Vec<Plain>>(&v).unwrap(),
+            vec![Plain(Value::Integer(1)), Plain(Value::Integer(2))]
+        );
+        let bad = arr(vec![Value::Integer(1), bulk("x")]);
+        assert_eq!(
+            wire::<Vec<Plain>>(&bad).unwrap_err().to_string(),
+            <Vec<Plain>>::from_value(bad).unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn tuples_of_the_wrong_count_read_every_reply() {
+        let replies = [bulk("1"), Value::Error("ERR second".into()), bulk("3")];
+        for count in [2, 3] {
+            let mut seen = 0;
+            let got = <(i64, i64)>::from_reply_stream(count, &mut |each| {
+                for (i, v) in replies.iter().enumerate() {
+                    seen += 1;
+                    each(i, v.view());
+                }
+                Ok(())
+            });
+            let e = got.unwrap_err();
+            assert_eq!(seen, 3);
+            assert_eq!(e.server_error().unwrap().index, Some(1));
+        }
+        let got = streamed::<(i64, i64)>(&[bulk("1")], 1).unwrap_err();
+        assert_eq!(
+            got.to_string(),
+            "cannot convert reply: expected 2 replies, one per element of the tuple, found 1 replies"
+        );
+        // Every reply is converted: the server error wins over an earlier mismatch.
+        let replies = [bulk("x"), Value::Error("ERR later".into())];
+        let got = streamed::<(i64, i64)>(&replies, 2).unwrap_err();
+        assert_eq!(got.server_error().unwrap().index, Some(1));
+    }
+
+    #[test]
+    fn a_failing_read_is_the_error_even_a_server_error() {
+        // `run` fails only when reading fails; its error is returned as it
+        // is, never kept as a value by `Result<_, ServerError>`.
+        let got = <Result<Vec<i64>, ServerError>>::from_reply_stream(2, &mut |each| {
+            each(0, Value::Integer(1).view());
+            Err(ServerError::new("ERR read").into())
+        });
+        assert_eq!(got.unwrap_err().server_error().unwrap().message(), "read");
+        let got = <(i64, i64)>::from_reply_stream(2, &mut |each| {
+            each(0, bulk("x").view());
+            Err(Error::Timeout { operation: "read" })
+        });
+        assert!(got.unwrap_err().is_timeout());
+    }
+}
