@@ -166,7 +166,7 @@ pub trait FromValue: Sized {
     /// and fails only if reading fails. Not meant to be overridden.
     #[doc(hidden)]
     fn from_reply_stream(count: usize, run: ReplyStream<'_>) -> Result<Self> {
-        let mut replies = Vec::with_capacity(count.min(4096));
+        let mut replies = Vec::with_capacity(reserved(count));
         run(&mut |_, v| replies.push(v.to_value()))?;
         Self::from_replies(replies)
     }
@@ -213,10 +213,15 @@ fn owned<T: FromValue>(value: &ValueRef<'_>) -> Result<T> {
 }
 
 /// The owned conversion of a map's pair, as a two-element array.
-#[cold]
 #[inline(never)]
 fn owned_pair<T: FromValue>(key: &ValueRef<'_>, value: &ValueRef<'_>) -> Result<T> {
     T::from_value(Value::Array(vec![key.to_value(), value.to_value()]))
+}
+
+/// Room for the replies of a request announced as `count`, reserved up
+/// front (beyond a bound the vector grows as they come).
+fn reserved(count: usize) -> usize {
+    count.min(4096)
 }
 
 /// Converts each element of an array, set or push (nil has none) and hands
@@ -773,7 +778,7 @@ impl<T: FromValue> FromValue for Vec<T> {
 
     fn from_reply_stream(count: usize, run: ReplyStream<'_>) -> Result<Vec<T>> {
         let mut outcome = Outcome::default();
-        let mut out = Vec::with_capacity(count);
+        let mut out = Vec::with_capacity(reserved(count));
         run(&mut |i, v| {
             if let Some(t) = outcome.take_ref::<T>(i, v) {
                 out.push(t);
