@@ -1,4 +1,19 @@
 //! [`Value`] → Rust types: the [`FromValue`] trait and its implementations.
+//!
+//! Every conversion has two ways in: [`FromValue::from_value`] takes an
+//! owned [`Value`], and [`FromValue::from_value_ref`] reads a borrowed
+//! [`ValueRef`] where it lies (the connection's read buffer), building the
+//! result in one pass without an owned tree first.
+//!
+//! ```text
+//! ValueRef ──▶ direct path (success only) ──▶ T
+//!                 └─ anything unexpected ──▶ to_value() ──▶ from_value ──▶ T or the error
+//! ```
+//!
+//! The direct path of each type only succeeds where `from_value` succeeds
+//! with the same result; whenever it cannot, the view is copied and
+//! converted the owned way (a cold path), so failures, and their messages,
+//! are the owned path's own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
@@ -77,9 +92,35 @@ pub trait FromValue: Sized {
     /// `HashMap` is built in one pass without an owned [`Value`] tree first.
     ///
     /// The provided implementation copies the reply into a [`Value`] and
-    /// calls `from_value`; every type of this crate does better. Override it
-    /// for a type of your own when its replies are large, and keep both
-    /// methods in agreement.
+    /// calls `from_value`; every type of this crate does better (and inside
+    /// a `Vec` or a map of them, only your type's own element is copied).
+    /// Override it for a type of your own when its replies are large, and
+    /// keep both methods in agreement.
+    ///
+    /// ```
+    /// use respline::{FromValue, Result, Value, ValueRef};
+    ///
+    /// /// The length of a string reply, without copying the string.
+    /// struct Len(usize);
+    ///
+    /// impl FromValue for Len {
+    ///     fn from_value(value: Value) -> Result<Len> {
+    ///         Ok(Len(String::from_value(value)?.len()))
+    ///     }
+    ///
+    ///     fn from_value_ref(value: ValueRef<'_>) -> Result<Len> {
+    ///         match value.as_bytes() {
+    ///             Some(b) if std::str::from_utf8(b).is_ok() => Ok(Len(b.len())),
+    ///             _ => Len::from_value(value.to_value()),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let reply = Value::Array(vec!["abc".into(), "de".into()]);
+    /// let lens: Vec<Len> = FromValue::from_value_ref(reply.view())?;
+    /// assert_eq!((lens[0].0, lens[1].0), (3, 2));
+    /// # Ok::<(), respline::Error>(())
+    /// ```
     fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
         Self::from_value(value.to_value())
     }
@@ -113,7 +154,10 @@ pub trait FromValue: Sized {
     /// meant to be overridden.
     #[doc(hidden)]
     fn from_reply_ref(reply: ValueRef<'_>, index: Option<usize>) -> Result<Self> {
-        Self::from_reply(reply.to_value(), index)
+        if let Some(e) = server_error_ref(&reply) {
+            return Err(Error::from(e).at_command(index));
+        }
+        Self::from_value_ref(reply).map_err(|e| e.at_command(index))
     }
 
     /// Converts every reply of a request as it arrives, by the rule of
@@ -122,9 +166,17 @@ pub trait FromValue: Sized {
     /// and fails only if reading fails. Not meant to be overridden.
     #[doc(hidden)]
     fn from_reply_stream(count: usize, run: ReplyStream<'_>) -> Result<Self> {
-        let mut replies = Vec::with_capacity(count.min(4096));
+        let mut replies = Vec::with_capacity(reserved(count));
         run(&mut |_, v| replies.push(v.to_value()))?;
         Self::from_replies(replies)
+    }
+
+    /// Converts a map's key and value as
+    /// [`from_value_ref`](FromValue::from_value_ref) converts a two-element
+    /// array of them (how `Vec<T>` reads a map). Only tuples override it.
+    #[doc(hidden)]
+    fn from_pair_ref(key: ValueRef<'_>, value: ValueRef<'_>) -> Result<Self> {
+        owned_pair(&key, &value)
     }
 
     /// Lets `Vec<u8>` take a bulk string whole rather than element by
@@ -135,9 +187,71 @@ pub trait FromValue: Sized {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The direct path and its way back to the owned one.
+
+/// Converts a view directly with `fast`, given the view without its
+/// attributes (every owned conversion but `Value`'s sees through them
+/// first); when `fast` gives up, converts the owned copy instead.
+#[inline]
+fn direct<'a, T: FromValue>(
+    value: ValueRef<'a>,
+    fast: impl FnOnce(ValueRef<'a>) -> Option<T>,
+) -> Result<T> {
+    match fast(value.clone().without_attributes()) {
+        Some(t) => Ok(t),
+        None => owned(&value),
+    }
+}
+
+/// The owned conversion of a view: what a direct conversion that cannot
+/// succeed falls back on, so that its error is `from_value`'s own.
+#[cold]
+#[inline(never)]
+fn owned<T: FromValue>(value: &ValueRef<'_>) -> Result<T> {
+    T::from_value(value.to_value())
+}
+
+/// The owned conversion of a map's pair, as a two-element array.
+#[inline(never)]
+fn owned_pair<T: FromValue>(key: &ValueRef<'_>, value: &ValueRef<'_>) -> Result<T> {
+    T::from_value(Value::Array(vec![key.to_value(), value.to_value()]))
+}
+
+/// Room for the replies of a request announced as `count`, reserved up
+/// front (beyond a bound the vector grows as they come).
+fn reserved(count: usize) -> usize {
+    count.min(4096)
+}
+
+/// Converts each element of an array, set or push (nil has none) and hands
+/// it to `add`; `None` if the value is something else or an element fails.
+fn each_ref<T: FromValue>(value: ValueRef<'_>, mut add: impl FnMut(T)) -> Option<()> {
+    match value {
+        ValueRef::Array(items) | ValueRef::Set(items) | ValueRef::Push(items) => {
+            for item in items {
+                add(T::from_value_ref(item).ok()?);
+            }
+            Some(())
+        }
+        ValueRef::Nil => Some(()),
+        _ => None,
+    }
+}
+
+/// The number of elements `each_ref` will hand over, to size a collection.
+/// Exact: a wire view's count was checked against the bytes received.
+fn items_len(value: &ValueRef<'_>) -> usize {
+    value.items().map_or(0, |items| items.len())
+}
+
 impl FromValue for Value {
     fn from_value(value: Value) -> Result<Value> {
         Ok(value)
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Value> {
+        Ok(value.to_value())
     }
 }
 
@@ -166,16 +280,51 @@ impl<T: FromValue> FromValue for std::result::Result<T, ServerError> {
         }
     }
 
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Self> {
+        match server_error_ref(&value) {
+            Some(e) => Ok(Err(e)),
+            None => keep_server_error(T::from_value_ref(value)),
+        }
+    }
+
     fn from_reply(reply: Value, index: Option<usize>) -> Result<Self> {
-        match (server_error(&reply), index) {
-            (Some(e), Some(i)) => Ok(Err(e.with_index(i))),
-            (Some(e), None) => Ok(Err(e)),
-            (None, _) => keep_server_error(T::from_reply(reply, index)),
+        match server_error(&reply) {
+            Some(e) => Ok(Err(indexed(e, index))),
+            None => keep_server_error(T::from_reply(reply, index)),
+        }
+    }
+
+    fn from_reply_ref(reply: ValueRef<'_>, index: Option<usize>) -> Result<Self> {
+        match server_error_ref(&reply) {
+            Some(e) => Ok(Err(indexed(e, index))),
+            None => keep_server_error(T::from_reply_ref(reply, index)),
         }
     }
 
     fn from_replies(replies: Vec<Value>) -> Result<Self> {
         keep_server_error(T::from_replies(replies))
+    }
+
+    fn from_reply_stream(count: usize, run: ReplyStream<'_>) -> Result<Self> {
+        // A failure to read is returned as it is, even a server error.
+        let mut read_failed = false;
+        let result = T::from_reply_stream(count, &mut |each| {
+            run(each).map_err(|e| {
+                read_failed = true;
+                e
+            })
+        });
+        if read_failed {
+            return result.map(Ok);
+        }
+        keep_server_error(result)
+    }
+}
+
+fn indexed(e: ServerError, index: Option<usize>) -> ServerError {
+    match index {
+        Some(i) => e.with_index(i),
+        None => e,
     }
 }
 
@@ -192,7 +341,12 @@ fn first_error_reply(replies: &[Value]) -> Option<Error> {
     replies
         .iter()
         .enumerate()
-        .find_map(|(i, v)| server_error(v).map(|e| e.with_index(i).into()))
+        .find_map(|(i, v)| error_reply(i, &v.view()))
+}
+
+/// The error a reply is, with its index.
+fn error_reply(i: usize, reply: &ValueRef<'_>) -> Option<Error> {
+    server_error_ref(reply).map(|e| e.with_index(i).into())
 }
 
 /// Converts replies one by one, each with its index, and keeps the failure
@@ -207,7 +361,16 @@ struct Outcome {
 impl Outcome {
     fn take<T: FromValue>(&mut self, reply: Option<(usize, Value)>) -> Option<T> {
         let (i, reply) = reply?;
-        match T::from_reply(reply, Some(i)) {
+        self.keep(T::from_reply(reply, Some(i)))
+    }
+
+    /// [`take`](Outcome::take) for a borrowed reply.
+    fn take_ref<T: FromValue>(&mut self, i: usize, reply: ValueRef<'_>) -> Option<T> {
+        self.keep(T::from_reply_ref(reply, Some(i)))
+    }
+
+    fn keep<T>(&mut self, result: Result<T>) -> Option<T> {
+        match result {
             Ok(t) => Some(t),
             Err(e) => {
                 let replace = match &self.failure {
@@ -221,6 +384,14 @@ impl Outcome {
             }
         }
     }
+
+    /// `done`, or the failure kept.
+    fn finish<T>(self, done: T) -> Result<T> {
+        match self.failure {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
 }
 
 /// The server error carried by an error value. Inlined: it is asked of
@@ -228,17 +399,26 @@ impl Outcome {
 #[inline]
 pub(crate) fn server_error(value: &Value) -> Option<ServerError> {
     match value {
-        Value::Error(_) | Value::BlobError(_) | Value::Attribute { .. } => error_of(value),
+        Value::Error(_) | Value::BlobError(_) | Value::Attribute { .. } => error_of(&value.view()),
+        _ => None,
+    }
+}
+
+/// [`server_error`] for a borrowed value.
+#[inline]
+pub(crate) fn server_error_ref(value: &ValueRef<'_>) -> Option<ServerError> {
+    match value {
+        ValueRef::Error(_) | ValueRef::BlobError(_) | ValueRef::Attribute(_) => error_of(value),
         _ => None,
     }
 }
 
 #[cold]
-fn error_of(value: &Value) -> Option<ServerError> {
+fn error_of(value: &ValueRef<'_>) -> Option<ServerError> {
     match value {
-        Value::Error(e) => Some(ServerError::new(e)),
-        Value::BlobError(b) => Some(ServerError::new(&String::from_utf8_lossy(b))),
-        Value::Attribute { value, .. } => server_error(value),
+        ValueRef::Error(e) => Some(ServerError::new(e)),
+        ValueRef::BlobError(b) => Some(ServerError::new(&String::from_utf8_lossy(b))),
+        ValueRef::Attribute(a) => server_error_ref(&a.value()),
         _ => None,
     }
 }
@@ -254,13 +434,20 @@ pub(crate) fn mismatch(expected: &'static str, value: &Value) -> Error {
 
 /// The first error value in `value`, depth first, seeing through attributes.
 fn find_error(value: &Value) -> Option<ServerError> {
+    find_error_ref(&value.view())
+}
+
+/// [`find_error`] for a borrowed value.
+fn find_error_ref(value: &ValueRef<'_>) -> Option<ServerError> {
     match value {
-        Value::Error(_) | Value::BlobError(_) => server_error(value),
-        Value::Attribute { value, .. } => find_error(value),
-        Value::Array(items) | Value::Set(items) | Value::Push(items) => {
-            items.iter().find_map(find_error)
+        ValueRef::Error(_) | ValueRef::BlobError(_) => server_error_ref(value),
+        ValueRef::Attribute(a) => find_error_ref(&a.value()),
+        ValueRef::Array(items) | ValueRef::Set(items) | ValueRef::Push(items) => {
+            items.clone().find_map(|v| find_error_ref(&v))
         }
-        Value::Map(pairs) => first_error(pair_refs(pairs)),
+        ValueRef::Map(pairs) => pairs
+            .clone()
+            .find_map(|(k, v)| find_error_ref(&k).or_else(|| find_error_ref(&v))),
         _ => None,
     }
 }
@@ -311,7 +498,11 @@ fn plain(value: Value) -> Result<Value> {
 
 impl FromValue for () {
     fn from_value(value: Value) -> Result<()> {
-        match find_error(&value) {
+        Self::from_value_ref(value.view())
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<()> {
+        match find_error_ref(&value) {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
@@ -322,10 +513,15 @@ impl FromValue for () {
         for reply in replies.into_iter().enumerate() {
             outcome.take::<()>(Some(reply));
         }
-        match outcome.failure {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        outcome.finish(())
+    }
+
+    fn from_reply_stream(_count: usize, run: ReplyStream<'_>) -> Result<()> {
+        let mut outcome = Outcome::default();
+        run(&mut |i, v| {
+            outcome.take_ref::<()>(i, v);
+        })?;
+        outcome.finish(())
     }
 }
 
@@ -342,11 +538,29 @@ impl FromValue for String {
                     text: e.into_bytes(),
                 })
             }),
-            Value::Integer(i) => Ok(i.to_string()),
-            Value::Double(d) => Ok(double_text(d)),
             Value::BigNumber(n) => Ok(n),
-            other => Err(mismatch("string", &other)),
+            other => number_text(&other.view()).ok_or_else(|| mismatch("string", &other)),
         }
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<String> {
+        direct(value, |v| match v {
+            ValueRef::SimpleString(s) => Some(s.to_owned()),
+            ValueRef::BulkString(b) | ValueRef::Verbatim { text: b, .. } => {
+                std::str::from_utf8(b).ok().map(str::to_owned)
+            }
+            other => number_text(&other),
+        })
+    }
+}
+
+/// The decimal text of an integer, double or big number.
+fn number_text(value: &ValueRef<'_>) -> Option<String> {
+    match *value {
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Double(d) => Some(double_text(d)),
+        ValueRef::BigNumber(n) => Some(n.to_owned()),
+        _ => None,
     }
 }
 
@@ -380,17 +594,21 @@ fn integral(d: f64) -> Option<Int> {
 
 fn integer<T: TryFrom<u128> + TryFrom<i128>>(value: Value, name: &'static str) -> Result<T> {
     let value = plain(value)?;
-    let wide = match &value {
-        Value::Integer(i) => T::try_from(i128::from(*i)).ok(),
-        Value::BulkString(b) => number::parse(b, Form::Canonical).and_then(Int::narrow),
-        Value::SimpleString(s) => {
+    integer_of(&value.view()).ok_or_else(|| mismatch(name, &value))
+}
+
+/// The integer in a value (without attributes), if it has one that fits.
+fn integer_of<T: TryFrom<u128> + TryFrom<i128>>(value: &ValueRef<'_>) -> Option<T> {
+    match *value {
+        ValueRef::Integer(i) => T::try_from(i128::from(i)).ok(),
+        ValueRef::BulkString(b) => number::parse(b, Form::Canonical).and_then(Int::narrow),
+        ValueRef::SimpleString(s) => {
             number::parse(s.as_bytes(), Form::Canonical).and_then(Int::narrow)
         }
-        Value::BigNumber(n) => number::parse(n.as_bytes(), Form::Signed).and_then(Int::narrow),
-        Value::Double(d) => integral(*d).and_then(Int::narrow),
+        ValueRef::BigNumber(n) => number::parse(n.as_bytes(), Form::Signed).and_then(Int::narrow),
+        ValueRef::Double(d) => integral(d).and_then(Int::narrow),
         _ => None,
-    };
-    wide.ok_or_else(|| mismatch(name, &value))
+    }
 }
 
 macro_rules! integer_impls {
@@ -398,6 +616,10 @@ macro_rules! integer_impls {
         impl FromValue for $t {
             fn from_value(value: Value) -> Result<$t> {
                 integer(value, stringify!($t))
+            }
+
+            fn from_value_ref(value: ValueRef<'_>) -> Result<$t> {
+                direct(value, |v| integer_of(&v))
             }
         }
     )*};
@@ -410,54 +632,81 @@ impl FromValue for u8 {
         integer(value, "u8")
     }
 
+    fn from_value_ref(value: ValueRef<'_>) -> Result<u8> {
+        direct(value, |v| integer_of(&v))
+    }
+
     fn from_byte_vec(bytes: Vec<u8>) -> Option<Vec<u8>> {
         Some(bytes)
     }
 }
 
 /// The number in a numeric or string value, as Redis writes doubles.
-fn float(value: &Value) -> Option<f64> {
-    match value {
-        Value::Double(d) => Some(*d),
-        Value::Integer(i) => Some(*i as f64),
-        Value::BulkString(b) => parse_double(b),
-        Value::SimpleString(s) => parse_double(s.as_bytes()),
-        Value::BigNumber(n) => n.parse::<f64>().ok().filter(|d| d.is_finite()),
+fn float(value: &ValueRef<'_>) -> Option<f64> {
+    match *value {
+        ValueRef::Double(d) => Some(d),
+        ValueRef::Integer(i) => Some(i as f64),
+        ValueRef::BulkString(b) => parse_double(b),
+        ValueRef::SimpleString(s) => parse_double(s.as_bytes()),
+        ValueRef::BigNumber(n) => n.parse::<f64>().ok().filter(|d| d.is_finite()),
         _ => None,
+    }
+}
+
+/// The number as an `f32`: rounding is expected; overflowing to infinity
+/// is not.
+fn float32(value: &ValueRef<'_>) -> Option<f32> {
+    let d = float(value)?;
+    let f = d as f32;
+    if f.is_finite() || !d.is_finite() {
+        Some(f)
+    } else {
+        None
     }
 }
 
 impl FromValue for f64 {
     fn from_value(value: Value) -> Result<f64> {
         let value = plain(value)?;
-        float(&value).ok_or_else(|| mismatch("f64", &value))
+        float(&value.view()).ok_or_else(|| mismatch("f64", &value))
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<f64> {
+        direct(value, |v| float(&v))
     }
 }
 
 impl FromValue for f32 {
     fn from_value(value: Value) -> Result<f32> {
         let value = plain(value)?;
-        float(&value)
-            .map(|d| (d, d as f32))
-            // Rounding is expected; overflowing to infinity is not.
-            .filter(|(d, f)| f.is_finite() || !d.is_finite())
-            .map(|(_, f)| f)
-            .ok_or_else(|| mismatch("f32", &value))
+        float32(&value.view()).ok_or_else(|| mismatch("f32", &value))
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<f32> {
+        direct(value, |v| float32(&v))
     }
 }
 
 impl FromValue for bool {
     fn from_value(value: Value) -> Result<bool> {
         let value = plain(value)?;
-        let b = match &value {
-            Value::Boolean(b) => Some(*b),
-            Value::Integer(0) => Some(false),
-            Value::Integer(1) => Some(true),
-            Value::BulkString(b) => zero_or_one(b),
-            Value::SimpleString(s) => zero_or_one(s.as_bytes()),
-            _ => None,
-        };
-        b.ok_or_else(|| mismatch("boolean", &value))
+        boolean(&value.view()).ok_or_else(|| mismatch("boolean", &value))
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<bool> {
+        direct(value, |v| boolean(&v))
+    }
+}
+
+/// The truth of a boolean, of integer `0` or `1`, or of string `"0"` or `"1"`.
+fn boolean(value: &ValueRef<'_>) -> Option<bool> {
+    match *value {
+        ValueRef::Boolean(b) => Some(b),
+        ValueRef::Integer(0) => Some(false),
+        ValueRef::Integer(1) => Some(true),
+        ValueRef::BulkString(b) => zero_or_one(b),
+        ValueRef::SimpleString(s) => zero_or_one(s.as_bytes()),
+        _ => None,
     }
 }
 
@@ -474,6 +723,18 @@ impl<T: FromValue> FromValue for Option<T> {
         match plain(value)? {
             Value::Nil => Ok(None),
             other => T::from_value(other).map(Some),
+        }
+    }
+
+    /// No way back needed: nil, an error, or `T`'s own conversion (which
+    /// fails as `T::from_value` does).
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Option<T>> {
+        match value.without_attributes() {
+            ValueRef::Nil => Ok(None),
+            other => match server_error_ref(&other) {
+                Some(e) => Err(e.into()),
+                None => T::from_value_ref(other).map(Some),
+            },
         }
     }
 }
@@ -512,10 +773,18 @@ impl<T: FromValue> FromValue for Vec<T> {
                 out.push(t);
             }
         }
-        match outcome.failure {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        outcome.finish(out)
+    }
+
+    fn from_reply_stream(count: usize, run: ReplyStream<'_>) -> Result<Vec<T>> {
+        let mut outcome = Outcome::default();
+        let mut out = Vec::with_capacity(reserved(count));
+        run(&mut |i, v| {
+            if let Some(t) = outcome.take_ref::<T>(i, v) {
+                out.push(t);
+            }
+        })?;
+        outcome.finish(out)
     }
 
     fn from_value(value: Value) -> Result<Vec<T>> {
@@ -544,13 +813,39 @@ impl<T: FromValue> FromValue for Vec<T> {
             other => Err(mismatch("array", &other)),
         }
     }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<Vec<T>> {
+        direct(value, vec_of)
+    }
+}
+
+/// `Vec<T>`'s direct conversion (of a value without attributes).
+fn vec_of<T: FromValue>(value: ValueRef<'_>) -> Option<Vec<T>> {
+    match value {
+        ValueRef::Map(pairs) => {
+            let mut out = Vec::with_capacity(pairs.len());
+            for (k, v) in pairs {
+                out.push(T::from_pair_ref(k, v).ok()?);
+            }
+            Some(out)
+        }
+        ValueRef::BulkString(b) | ValueRef::Verbatim { text: b, .. } if takes_bytes::<T>() => {
+            T::from_byte_vec(b.to_vec())
+        }
+        ValueRef::SimpleString(s) if takes_bytes::<T>() => T::from_byte_vec(s.as_bytes().to_vec()),
+        other => {
+            let mut out = Vec::with_capacity(items_len(&other));
+            each_ref(other, |t| out.push(t))?;
+            Some(out)
+        }
+    }
 }
 
 /// The number of pairs a map conversion will produce, to size the map.
-fn pair_count(value: &Value) -> usize {
+fn pair_count(value: &ValueRef<'_>) -> usize {
     match value {
-        Value::Map(pairs) => pairs.len(),
-        Value::Array(items) | Value::Set(items) => items.len() / 2,
+        ValueRef::Map(pairs) => pairs.len(),
+        ValueRef::Array(items) | ValueRef::Set(items) => items.len() / 2,
         _ => 0,
     }
 }
@@ -606,6 +901,28 @@ fn each_pair<K: FromValue, V: FromValue>(value: Value, mut add: impl FnMut(K, V)
     }
 }
 
+/// [`each_pair`]'s direct path: `None` where it would fail.
+fn each_pair_ref<K: FromValue, V: FromValue>(
+    value: ValueRef<'_>,
+    mut add: impl FnMut(K, V),
+) -> Option<()> {
+    match value {
+        ValueRef::Map(pairs) => {
+            for (k, v) in pairs {
+                add(K::from_value_ref(k).ok()?, V::from_value_ref(v).ok()?);
+            }
+        }
+        ValueRef::Array(mut items) | ValueRef::Set(mut items) if items.len() % 2 == 0 => {
+            while let (Some(k), Some(v)) = (items.next(), items.next()) {
+                add(K::from_value_ref(k).ok()?, V::from_value_ref(v).ok()?);
+            }
+        }
+        ValueRef::Nil => {}
+        _ => return None,
+    }
+    Some(())
+}
+
 impl<K, V, S> FromValue for HashMap<K, V, S>
 where
     K: FromValue + Eq + Hash,
@@ -614,11 +931,21 @@ where
 {
     fn from_value(value: Value) -> Result<HashMap<K, V, S>> {
         let value = plain(value)?;
-        let mut map = HashMap::with_capacity_and_hasher(pair_count(&value), S::default());
+        let mut map = HashMap::with_capacity_and_hasher(pair_count(&value.view()), S::default());
         each_pair(value, |k, v| {
             map.insert(k, v);
         })?;
         Ok(map)
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<HashMap<K, V, S>> {
+        direct(value, |v| {
+            let mut map = HashMap::with_capacity_and_hasher(pair_count(&v), S::default());
+            each_pair_ref(v, |k, v| {
+                map.insert(k, v);
+            })?;
+            Some(map)
+        })
     }
 }
 
@@ -629,6 +956,16 @@ impl<K: FromValue + Ord, V: FromValue> FromValue for BTreeMap<K, V> {
             map.insert(k, v);
         })?;
         Ok(map)
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<BTreeMap<K, V>> {
+        direct(value, |v| {
+            let mut map = BTreeMap::new();
+            each_pair_ref(v, |k, v| {
+                map.insert(k, v);
+            })?;
+            Some(map)
+        })
     }
 }
 
@@ -654,6 +991,16 @@ where
         })?;
         Ok(set)
     }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<HashSet<T, S>> {
+        direct(value, |v| {
+            let mut set = HashSet::with_capacity_and_hasher(items_len(&v), S::default());
+            each_ref(v, |t| {
+                set.insert(t);
+            })?;
+            Some(set)
+        })
+    }
 }
 
 impl<T: FromValue + Ord> FromValue for BTreeSet<T> {
@@ -663,6 +1010,16 @@ impl<T: FromValue + Ord> FromValue for BTreeSet<T> {
             set.insert(t);
         })?;
         Ok(set)
+    }
+
+    fn from_value_ref(value: ValueRef<'_>) -> Result<BTreeSet<T>> {
+        direct(value, |v| {
+            let mut set = BTreeSet::new();
+            each_ref(v, |t| {
+                set.insert(t);
+            })?;
+            Some(set)
+        })
     }
 }
 
@@ -704,20 +1061,92 @@ fn next_item<T: FromValue>(rest: &mut vec::IntoIter<Value>) -> Result<T> {
 /// A tuple whose arity is not the number of replies: the first error
 /// reply, if any, explains more.
 fn wrong_reply_count(n: usize, replies: &[Value]) -> Error {
-    first_error_reply(replies).unwrap_or_else(|| {
-        Error::conversion(
-            format!("{} replies, one per element of the tuple", n),
-            format!("{} replies", replies.len()),
+    first_error_reply(replies).unwrap_or_else(|| reply_count_mismatch(n, replies.len()))
+}
+
+fn reply_count_mismatch(n: usize, got: usize) -> Error {
+    Error::conversion(
+        format!("{} replies, one per element of the tuple", n),
+        format!("{} replies", got),
+    )
+}
+
+/// A tuple's direct conversion from the elements of a view.
+trait TupleRef: Sized {
+    /// The tuple, if there are exactly as many elements and each converts.
+    fn from_items<'a>(items: impl ExactSizeIterator<Item = ValueRef<'a>>) -> Option<Self>;
+}
+
+/// What a tuple keeps while its replies stream in: the first error reply
+/// and how many replies came (for a wrong count), and the conversions.
+struct TupleStream<S> {
+    outcome: Outcome,
+    first_error: Option<Error>,
+    seen: usize,
+    slots: S,
+}
+
+impl<S> TupleStream<S> {
+    fn new(slots: S) -> TupleStream<S> {
+        TupleStream {
+            outcome: Outcome::default(),
+            first_error: None,
+            seen: 0,
+            slots,
+        }
+    }
+
+    /// Counts a reply, noting the first that is an error.
+    fn arrived(&mut self, i: usize, reply: &ValueRef<'_>) {
+        self.seen += 1;
+        if self.first_error.is_none() {
+            self.first_error = error_reply(i, reply);
+        }
+    }
+
+    /// The error of a wrong reply count (`count` announced, `n` needed),
+    /// as [`wrong_reply_count`] gives it.
+    fn wrong_count(&mut self, n: usize, count: usize) -> Option<Error> {
+        if self.seen == n && count == n {
+            return None;
+        }
+        let seen = self.seen;
+        Some(
+            self.first_error
+                .take()
+                .unwrap_or_else(|| reply_count_mismatch(n, seen)),
         )
-    })
+    }
 }
 
 macro_rules! tuple_impls {
-    ($($n:literal => ($($t:ident),+);)+) => {$(
+    ($($n:literal => ($($i:tt $t:ident),+);)+) => {$(
+        impl<$($t: FromValue),+> TupleRef for ($($t,)+) {
+            fn from_items<'a>(
+                mut items: impl ExactSizeIterator<Item = ValueRef<'a>>,
+            ) -> Option<Self> {
+                if items.len() != $n {
+                    return None;
+                }
+                Some(($($t::from_value_ref(items.next()?).ok()?,)+))
+            }
+        }
+
         impl<$($t: FromValue),+> FromValue for ($($t,)+) {
             fn from_value(value: Value) -> Result<($($t,)+)> {
                 let mut rest = tuple_items(value, $n)?;
                 Ok(($(next_item::<$t>(&mut rest)?,)+))
+            }
+
+            fn from_value_ref(value: ValueRef<'_>) -> Result<($($t,)+)> {
+                direct(value, |v| Self::from_items(v.items()?))
+            }
+
+            fn from_pair_ref(key: ValueRef<'_>, value: ValueRef<'_>) -> Result<($($t,)+)> {
+                match Self::from_items([key.clone(), value.clone()].into_iter()) {
+                    Some(t) => Ok(t),
+                    None => owned_pair(&key, &value),
+                }
             }
 
             #[allow(non_snake_case)]
@@ -734,19 +1163,42 @@ macro_rules! tuple_impls {
                     (None, _) => Err(wrong_reply_count($n, &[])),
                 }
             }
+
+            #[allow(non_snake_case)]
+            fn from_reply_stream(count: usize, run: ReplyStream<'_>) -> Result<($($t,)+)> {
+                let mut s = TupleStream::new(($(None::<$t>,)+));
+                // A wrong count is an error once every reply is read;
+                // until then, nothing to convert.
+                let convert = count == $n;
+                run(&mut |i, v| {
+                    s.arrived(i, &v);
+                    match i {
+                        $($i if convert => s.slots.$i = s.outcome.take_ref::<$t>(i, v),)+
+                        _ => {}
+                    }
+                })?;
+                if let Some(e) = s.wrong_count($n, count) {
+                    return Err(e);
+                }
+                match (s.outcome.failure, s.slots) {
+                    (None, ($(Some($t),)+)) => Ok(($($t,)+)),
+                    (Some(e), _) => Err(e),
+                    (None, _) => Err(wrong_reply_count($n, &[])),
+                }
+            }
         }
     )+};
 }
 
 tuple_impls! {
-    1 => (A);
-    2 => (A, B);
-    3 => (A, B, C);
-    4 => (A, B, C, D);
-    5 => (A, B, C, D, E);
-    6 => (A, B, C, D, E, F);
-    7 => (A, B, C, D, E, F, G);
-    8 => (A, B, C, D, E, F, G, H);
+    1 => (0 A);
+    2 => (0 A, 1 B);
+    3 => (0 A, 1 B, 2 C);
+    4 => (0 A, 1 B, 2 C, 3 D);
+    5 => (0 A, 1 B, 2 C, 3 D, 4 E);
+    6 => (0 A, 1 B, 2 C, 3 D, 4 E, 5 F);
+    7 => (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G);
+    8 => (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H);
 }
 
 #[cfg(test)]
@@ -1673,5 +2125,348 @@ mod tests {
             let h2: HashMap<String, i64> = conv(map).unwrap();
             proptest::prop_assert_eq!(h1, h2);
         }
+    }
+}
+
+/// The direct conversions of views, held to the owned ones: the same value
+/// or the same error, over views of wire bytes (as a connection reads
+/// them) and of owned values.
+#[cfg(test)]
+mod ref_tests {
+    use super::*;
+    use crate::resp::{decode, encode_value, view_frame, FrameScan, Limits, Protocol, Scanned};
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+    use std::fmt::Debug;
+
+    mod values {
+        use crate::Value;
+        use proptest::prelude::*;
+        include!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/convert_ref_props/values.rs"
+        ));
+    }
+
+    /// How a frame reached its view.
+    #[derive(Debug, PartialEq)]
+    enum Path {
+        /// Straight from the wire bytes.
+        Wire,
+        /// From the decoder's owned value (attributes, top-level pushes...).
+        Decoded,
+    }
+
+    /// Encodes `v` and calls `f` with the view a connection would make of
+    /// the frame; also gives the decoded frame, what the owned path reads.
+    fn on_wire<R>(
+        v: &Value,
+        protocol: Protocol,
+        f: impl FnOnce(ValueRef<'_>) -> R,
+    ) -> (Value, R, Path) {
+        let mut buf = Vec::new();
+        encode_value(&mut buf, v, protocol);
+        let limits = Limits::default();
+        let (decoded, used) = decode(&buf, &limits).unwrap().expect("a whole frame");
+        assert_eq!(used, buf.len());
+        match FrameScan::default().scan(&buf, &limits) {
+            Scanned::Complete(n) => {
+                assert_eq!(n, buf.len());
+                let view = view_frame(&buf[..n]).expect("a checked frame");
+                (decoded, f(view), Path::Wire)
+            }
+            Scanned::Decode => {
+                let r = f(decoded.view());
+                (decoded, r, Path::Decoded)
+            }
+            Scanned::Partial => panic!("a whole frame asked for more: {:?}", v),
+        }
+    }
+
+    /// The same result: equal values (by `same`), or the same error.
+    fn agree<T>(a: &Result<T>, b: &Result<T>, same: impl Fn(&T, &T) -> bool) -> bool {
+        match (a, b) {
+            (Ok(x), Ok(y)) => same(x, y),
+            (Err(x), Err(y)) => {
+                format!("{:?}", x) == format!("{:?}", y) && x.to_string() == y.to_string()
+            }
+            _ => false,
+        }
+    }
+
+    /// `T::from_value_ref` of the views of `v` (RESP3 and RESP2 wire bytes,
+    /// and `v.view()`) gives what `T::from_value` gives.
+    fn check<T: FromValue + Debug>(
+        v: &Value,
+        same: impl Fn(&T, &T) -> bool,
+    ) -> std::result::Result<(), TestCaseError> {
+        let name = std::any::type_name::<T>();
+        let viewed = T::from_value_ref(v.view());
+        let owned = T::from_value(v.clone());
+        prop_assert!(
+            agree(&owned, &viewed, &same),
+            "{} of the view of {:?}: {:?}, owned: {:?}",
+            name,
+            v,
+            viewed,
+            owned
+        );
+        for protocol in [Protocol::Resp3, Protocol::Resp2] {
+            let (decoded, wire, path) = on_wire(v, protocol, T::from_value_ref);
+            let owned = T::from_value(decoded.clone());
+            prop_assert!(
+                agree(&owned, &wire, &same),
+                "{} of {:?} ({:?}, {:?}): {:?}, owned: {:?}",
+                name,
+                decoded,
+                protocol,
+                path,
+                wire,
+                owned
+            );
+        }
+        Ok(())
+    }
+
+    fn eq<T: PartialEq>(a: &T, b: &T) -> bool {
+        a == b
+    }
+
+    /// For values holding doubles, NaN included.
+    fn same_debug<T: Debug>(a: &T, b: &T) -> bool {
+        format!("{:?}", a) == format!("{:?}", b)
+    }
+
+    fn every_target(v: &Value) -> std::result::Result<(), TestCaseError> {
+        check::<String>(v, eq)?;
+        check::<Vec<u8>>(v, eq)?;
+        check::<i64>(v, eq)?;
+        check::<u8>(v, eq)?;
+        check::<u64>(v, eq)?;
+        check::<i128>(v, eq)?;
+        check::<f64>(v, |a, b| a.to_bits() == b.to_bits())?;
+        check::<f32>(v, |a, b| a.to_bits() == b.to_bits())?;
+        check::<bool>(v, eq)?;
+        check::<Option<i64>>(v, eq)?;
+        check::<Vec<String>>(v, eq)?;
+        check::<Vec<Vec<u8>>>(v, eq)?;
+        check::<Vec<Option<String>>>(v, eq)?;
+        check::<HashMap<String, String>>(v, eq)?;
+        check::<BTreeMap<String, i64>>(v, eq)?;
+        check::<Vec<(String, String)>>(v, eq)?;
+        check::<Vec<(String,)>>(v, eq)?;
+        check::<Vec<Vec<String>>>(v, eq)?;
+        check::<HashSet<String>>(v, eq)?;
+        check::<BTreeSet<Vec<u8>>>(v, eq)?;
+        check::<(String, i64)>(v, eq)?;
+        check::<(Value, Option<Vec<u8>>)>(v, same_debug)?;
+        check::<()>(v, eq)?;
+        check::<Value>(v, same_debug)?;
+        check::<Result<i64, ServerError>>(v, eq)?;
+        check::<Option<Result<Vec<String>, ServerError>>>(v, eq)?;
+        Ok(())
+    }
+
+    /// Streams the wire views of `replies` to `T::from_reply_stream`,
+    /// announcing `count` of them.
+    fn streamed<T: FromValue>(replies: &[Value], count: usize) -> Result<T> {
+        T::from_reply_stream(count, &mut |each| {
+            for (i, v) in replies.iter().enumerate() {
+                on_wire(v, Protocol::Resp3, |view| each(i, view));
+            }
+            Ok(())
+        })
+    }
+
+    fn check_stream<T: FromValue + Debug>(
+        replies: &[Value],
+        same: impl Fn(&T, &T) -> bool,
+    ) -> std::result::Result<(), TestCaseError> {
+        let decoded: Vec<Value> = replies
+            .iter()
+            .map(|v| on_wire(v, Protocol::Resp3, |_| ()).0)
+            .collect();
+        let collected = T::from_replies(decoded.clone());
+        let streamed = streamed::<T>(replies, replies.len());
+        prop_assert!(
+            agree(&collected, &streamed, same),
+            "{} of {:?}: streamed {:?}, collected {:?}",
+            std::any::type_name::<T>(),
+            decoded,
+            streamed,
+            collected
+        );
+        Ok(())
+    }
+
+    fn every_stream_target(replies: &[Value]) -> std::result::Result<(), TestCaseError> {
+        check_stream::<()>(replies, eq)?;
+        check_stream::<Vec<String>>(replies, eq)?;
+        check_stream::<Vec<Option<i64>>>(replies, eq)?;
+        check_stream::<Vec<Result<Vec<String>, ServerError>>>(replies, eq)?;
+        check_stream::<(i64,)>(replies, eq)?;
+        check_stream::<(String, Vec<String>)>(replies, eq)?;
+        check_stream::<(Result<i64, ServerError>, (), Option<String>)>(replies, eq)?;
+        check_stream::<Result<(String, String), ServerError>>(replies, eq)?;
+        check_stream::<Result<Vec<i64>, ServerError>>(replies, eq)?;
+        check_stream::<Value>(replies, same_debug)?;
+        check_stream::<HashMap<String, String>>(replies, eq)?;
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(384))]
+
+        #[test]
+        fn wire_views_convert_as_values_do(v in values::value()) {
+            every_target(&v)?;
+        }
+
+        #[test]
+        fn streamed_wire_replies_convert_as_collected_ones_do(
+            replies in prop::collection::vec(values::value(), 0..5)
+        ) {
+            every_stream_target(&replies)?;
+        }
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn arr(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    /// Converts the RESP3 wire view of `v`, checking it was read from the
+    /// wire bytes, not from a decoded copy.
+    fn wire<T: FromValue>(v: &Value) -> Result<T> {
+        let (_, r, path) = on_wire(v, Protocol::Resp3, T::from_value_ref);
+        assert_eq!(path, Path::Wire, "{:?}", v);
+        r
+    }
+
+    #[test]
+    fn common_replies_are_read_from_the_wire() {
+        let mget = arr(vec![bulk("a"), Value::Nil, bulk("c")]);
+        assert_eq!(
+            wire::<Vec<Option<String>>>(&mget).unwrap(),
+            vec![Some("a".to_string()), None, Some("c".to_string())]
+        );
+        let hgetall = Value::Map(vec![(bulk("f"), bulk("1")), (bulk("g"), Value::Integer(2))]);
+        let m: HashMap<String, i64> = wire(&hgetall).unwrap();
+        assert_eq!((m["f"], m["g"]), (1, 2));
+        let flat = arr(vec![bulk("f"), bulk("1"), bulk("f"), bulk("2")]);
+        let m: BTreeMap<String, String> = wire(&flat).unwrap();
+        assert_eq!(m["f"], "2", "a repeated key keeps its last value");
+        let pairs: Vec<(String, i64)> = wire(&hgetall).unwrap();
+        assert_eq!(pairs, vec![("f".to_string(), 1), ("g".to_string(), 2)]);
+        assert_eq!(
+            wire::<(String, f64)>(&arr(vec![bulk("z"), Value::Double(1.5)])).unwrap(),
+            ("z".to_string(), 1.5)
+        );
+        assert_eq!(wire::<Vec<u8>>(&bulk("ab")).unwrap(), b"ab".to_vec());
+        assert_eq!(
+            wire::<Vec<u8>>(&arr(vec![Value::Integer(1), bulk("2")])).unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            wire::<Vec<String>>(&Value::Nil).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(wire::<String>(&Value::Double(0.1)).unwrap(), "0.1");
+        // Errors read as the owned path gives them.
+        let exec = arr(vec![bulk("x"), Value::Error("WRONGTYPE no".into())]);
+        let e = wire::<Vec<i64>>(&exec).unwrap_err();
+        assert_eq!(e.server_error().unwrap().code(), "WRONGTYPE");
+        let e = wire::<HashMap<String, String>>(&arr(vec![bulk("a")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot convert reply: expected map or array of key/value pairs, found array of 1 element"
+        );
+    }
+
+    #[test]
+    fn byte_vectors_allocate_once_each() {
+        // The outer vector is sized once; each element is one copy of its
+        // bytes (N + 1 allocations, no intermediate values).
+        let v = arr((0..100).map(|i| bulk(&format!("{:010}", i))).collect());
+        let out: Vec<Vec<u8>> = wire(&v).unwrap();
+        assert_eq!((out.len(), out.capacity()), (100, 100));
+        assert!(out.iter().all(|b| b.len() == 10 && b.capacity() == 10));
+        let out: Vec<String> = wire(&v).unwrap();
+        assert_eq!(out.capacity(), 100);
+        assert!(out.iter().all(|s| s.capacity() == 10));
+    }
+
+    /// A type that only has `from_value`: inside a `Vec`, each element is
+    /// copied on its own.
+    #[derive(Debug, PartialEq)]
+    struct Plain(Value);
+
+    impl FromValue for Plain {
+        fn from_value(value: Value) -> Result<Plain> {
+            match value {
+                Value::Integer(_) => Ok(Plain(value)),
+                other => Err(mismatch("integer", &other)),
+            }
+        }
+    }
+
+    #[test]
+    fn user_types_convert_their_own_elements() {
+        let v = arr(vec![Value::Integer(1), Value::Integer(2)]);
+        assert_eq!(
+            wire::<Vec<Plain>>(&v).unwrap(),
+            vec![Plain(Value::Integer(1)), Plain(Value::Integer(2))]
+        );
+        let bad = arr(vec![Value::Integer(1), bulk("x")]);
+        assert_eq!(
+            wire::<Vec<Plain>>(&bad).unwrap_err().to_string(),
+            <Vec<Plain>>::from_value(bad).unwrap_err().to_string()
+        );
+    }
+
+    #[test]
+    fn tuples_of_the_wrong_count_read_every_reply() {
+        let replies = [bulk("1"), Value::Error("ERR second".into()), bulk("3")];
+        for count in [2, 3] {
+            let mut seen = 0;
+            let got = <(i64, i64)>::from_reply_stream(count, &mut |each| {
+                for (i, v) in replies.iter().enumerate() {
+                    seen += 1;
+                    each(i, v.view());
+                }
+                Ok(())
+            });
+            let e = got.unwrap_err();
+            assert_eq!(seen, 3);
+            assert_eq!(e.server_error().unwrap().index, Some(1));
+        }
+        let got = streamed::<(i64, i64)>(&[bulk("1")], 1).unwrap_err();
+        assert_eq!(
+            got.to_string(),
+            "cannot convert reply: expected 2 replies, one per element of the tuple, found 1 replies"
+        );
+        // Every reply is converted: the server error wins over an earlier mismatch.
+        let replies = [bulk("x"), Value::Error("ERR later".into())];
+        let got = streamed::<(i64, i64)>(&replies, 2).unwrap_err();
+        assert_eq!(got.server_error().unwrap().index, Some(1));
+    }
+
+    #[test]
+    fn a_failing_read_is_the_error_even_a_server_error() {
+        // `run` fails only when reading fails; its error is returned as it
+        // is, never kept as a value by `Result<_, ServerError>`.
+        let got = <Result<Vec<i64>, ServerError>>::from_reply_stream(2, &mut |each| {
+            each(0, Value::Integer(1).view());
+            Err(ServerError::new("ERR read").into())
+        });
+        assert_eq!(got.unwrap_err().server_error().unwrap().message(), "read");
+        let got = <(i64, i64)>::from_reply_stream(2, &mut |each| {
+            each(0, bulk("x").view());
+            Err(Error::Timeout { operation: "read" })
+        });
+        assert!(got.unwrap_err().is_timeout());
     }
 }
