@@ -421,11 +421,40 @@ fn memchr_cr(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\r')
 }
 
+/// The commonest header, `X<digits>\r\n` with 1 to 19 digits, read in one
+/// pass: its number and the header's length. `None` for anything else (the
+/// general path then decides).
+#[inline(always)]
+fn quick_header(rest: &[u8]) -> Option<(u64, usize)> {
+    let mut n: u64 = 0;
+    let mut i = 1;
+    loop {
+        let b = *rest.get(i)?;
+        if b.is_ascii_digit() {
+            n = n * 10 + u64::from(b - b'0');
+            i += 1;
+            if i > 20 {
+                return None;
+            }
+        } else if b == b'\r' && i > 1 && rest.get(i + 1) == Some(&b'\n') {
+            return Some((n, i + 2));
+        } else {
+            return None;
+        }
+    }
+}
+
 /// The element at the start of checked bytes, and (when `need_len`, or
 /// always for scalars) its length in bytes.
 #[inline]
 fn element(rest: &[u8], need_len: bool) -> Option<(ValueRef<'_>, usize)> {
     let kind = *rest.first()?;
+    if kind == b'$' {
+        if let Some((len, head)) = quick_header(rest) {
+            let end = head.checked_add(len as usize)?;
+            return Some((ValueRef::BulkString(rest.get(head..end)?), end + 2));
+        }
+    }
     let (text, head) = line(rest)?;
     let v = match kind {
         b'$' | b'!' | b'=' => {
@@ -547,6 +576,13 @@ impl FrameScan {
                 Some(r) if !r.is_empty() => r,
                 _ => return Scanned::Partial,
             };
+            if let Some(n) = whole_bulk(rest, limits) {
+                self.pos += n;
+                if self.close_elements() {
+                    return Scanned::Complete(self.pos);
+                }
+                continue;
+            }
             let step = match self.step(rest, limits) {
                 Step::Whole(n) => {
                     self.pos += n;
@@ -677,6 +713,25 @@ fn checked_line(rest: &[u8], max: usize) -> Line<'_> {
                 Some(_) => Line::Bad,
             }
         }
+    }
+}
+
+/// The length of the whole, well-formed bulk string at the start of
+/// `rest` (the commonest element), or `None` for the general path, which
+/// also decides every other case.
+#[inline(always)]
+fn whole_bulk(rest: &[u8], limits: &Limits) -> Option<usize> {
+    if rest[0] != b'$' {
+        return None;
+    }
+    let (len, head) = quick_header(rest)?;
+    if len > limits.max_bulk_len as u64 {
+        return None;
+    }
+    let end = head.checked_add(len as usize)?;
+    match rest.get(end..end.checked_add(2)?) {
+        Some(b"\r\n") => Some(end + 2),
+        _ => None,
     }
 }
 
