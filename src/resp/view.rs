@@ -449,6 +449,9 @@ fn quick_header(rest: &[u8]) -> Option<(u64, usize)> {
 #[inline]
 fn element(rest: &[u8], need_len: bool) -> Option<(ValueRef<'_>, usize)> {
     let kind = *rest.first()?;
+    if rest.starts_with(b"+OK\r\n") {
+        return Some((ValueRef::SimpleString("OK"), 5));
+    }
     if kind == b'$' {
         if let Some((len, head)) = quick_header(rest) {
             let end = head.checked_add(len as usize)?;
@@ -476,7 +479,7 @@ fn element(rest: &[u8], need_len: bool) -> Option<(ValueRef<'_>, usize)> {
             };
             return Some((v, head + len + 2));
         }
-        b'+' => ValueRef::SimpleString(std::str::from_utf8(text).ok()?),
+        b'+' => ValueRef::SimpleString(status(text)?),
         b'-' => ValueRef::Error(std::str::from_utf8(text).ok()?),
         b':' => ValueRef::Integer(number::parse_i64(text, Form::Signed)?),
         b'_' => ValueRef::Nil,
@@ -501,6 +504,16 @@ fn element(rest: &[u8], need_len: bool) -> Option<(ValueRef<'_>, usize)> {
         _ => return None,
     };
     Some((v, head))
+}
+
+/// A simple string's text: the commonest statuses without a UTF-8 check.
+#[inline(always)]
+fn status(text: &[u8]) -> Option<&str> {
+    match text {
+        b"OK" => Some("OK"),
+        b"QUEUED" => Some("QUEUED"),
+        _ => std::str::from_utf8(text).ok(),
+    }
 }
 
 /// The length of the checked element at the start of `rest`, nested
@@ -576,7 +589,7 @@ impl FrameScan {
                 Some(r) if !r.is_empty() => r,
                 _ => return Scanned::Partial,
             };
-            if let Some(n) = whole_bulk(rest, limits) {
+            if let Some(n) = whole_quick(rest, limits) {
                 self.pos += n;
                 if self.close_elements() {
                     return Scanned::Complete(self.pos);
@@ -716,11 +729,15 @@ fn checked_line(rest: &[u8], max: usize) -> Line<'_> {
     }
 }
 
-/// The length of the whole, well-formed bulk string at the start of
-/// `rest` (the commonest element), or `None` for the general path, which
-/// also decides every other case.
+/// The length of the whole, well-formed element at the start of `rest`
+/// when it is one of the commonest (a bulk string with a plain length, or
+/// `+OK`), or `None` for the general path, which also decides every other
+/// case.
 #[inline(always)]
-fn whole_bulk(rest: &[u8], limits: &Limits) -> Option<usize> {
+fn whole_quick(rest: &[u8], limits: &Limits) -> Option<usize> {
+    if rest.starts_with(b"+OK\r\n") && limits.max_line_len >= 2 {
+        return Some(5);
+    }
     if rest[0] != b'$' {
         return None;
     }
