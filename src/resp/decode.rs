@@ -101,6 +101,10 @@ impl Default for Limits {
 /// assert!(decode(b"$-2\r\n", &limits).is_err());
 /// ```
 pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Value, usize)>, ProtocolError> {
+    // What a fresh decoder's `feed` would do first, without building one.
+    if let Some((value, used)) = quick_scalar(buf, limits) {
+        return Ok(Some((value, used)));
+    }
     let mut decoder = Decoder::new(limits.clone());
     match decoder.feed(buf)? {
         (used, Some(value)) => Ok(Some((value, used))),
@@ -204,35 +208,100 @@ const QUICK_LINE: usize = 128;
 #[inline(always)]
 fn quick_scalar(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
     match *rest.first()? {
-        // Nil: RESP3's `_`, RESP2's null bulk string and null array.
-        b'_' if rest.get(1..3) == Some(b"\r\n") => Some((Value::Nil, 3)),
-        b'$' | b'*' if rest.get(1..5) == Some(b"-1\r\n") => Some((Value::Nil, 5)),
+        b'$' => quick_bulk(rest, limits),
         b'+' => {
+            // The commonest reply of all, in one comparison.
+            if rest.get(..5) == Some(&b"+OK\r\n"[..]) && limits.max_line_len >= 2 {
+                return Some((Value::SimpleString(Cow::Borrowed("OK")), 5));
+            }
             let cr = short_line(rest, limits.max_line_len.min(QUICK_LINE))?;
             Some((Value::SimpleString(simple_string(&rest[1..cr])), cr + 2))
         }
         b':' => {
-            let cr = short_line(rest, MAX_NUMBER_LEN)?;
-            Some((
-                Value::Integer(number::parse_i64(&rest[1..cr], Form::Signed)?),
-                cr + 2,
-            ))
+            let (negative, magnitude, used) = quick_number(rest, true)?;
+            let value = if negative {
+                if magnitude > 1 << 63 {
+                    return None;
+                }
+                // 2^63 wraps to i64::MIN, which is its own negation.
+                (magnitude as i64).wrapping_neg()
+            } else {
+                if magnitude > i64::MAX as u64 {
+                    return None;
+                }
+                magnitude as i64
+            };
+            Some((Value::Integer(value), used))
         }
-        b'$' => {
-            let cr = short_line(rest, MAX_NUMBER_LEN)?;
-            let len = number::parse_u64(&rest[1..cr])?;
-            if len > limits.max_bulk_len as u64 {
-                return None;
-            }
-            let start = cr + 2;
-            let end = start.checked_add(len as usize)?;
-            if rest.get(end..)?.get(..2)? != b"\r\n" {
-                return None;
-            }
-            Some((Value::BulkString(rest[start..end].to_vec()), end + 2))
-        }
+        // Nil: RESP3's `_` and RESP2's null array (the null bulk string is
+        // `quick_bulk`'s).
+        b'_' if rest.get(1..3) == Some(b"\r\n") => Some((Value::Nil, 3)),
+        b'*' if rest.get(1..5) == Some(b"-1\r\n") => Some((Value::Nil, 5)),
         _ => None,
     }
+}
+
+/// [`quick_scalar`] for `$`: a nil, or a bulk string whose payload and
+/// trailing CRLF are all in `rest`.
+#[inline(always)]
+fn quick_bulk(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
+    if rest.get(1..5) == Some(b"-1\r\n") {
+        return Some((Value::Nil, 5));
+    }
+    let (_, len, start) = quick_number(rest, false)?;
+    if len > limits.max_bulk_len as u64 {
+        return None;
+    }
+    let end = start.checked_add(len as usize)?;
+    let trailer = rest.get(end..)?.get(..2)?;
+    // Copy first, check the CRLF after: the copy streams through the
+    // payload up to the CRLF, where checking first would wait for the
+    // payload's last cache line alone before the copy could start.
+    let payload = rest[start..end].to_vec();
+    if trailer != b"\r\n" {
+        return None;
+    }
+    Some((Value::BulkString(payload), end + 2))
+}
+
+/// The number on the line that starts at `rest[0]` (a type byte): an
+/// optional sign if `signed`, then 1 to 19 ASCII digits, then CRLF, all in
+/// `rest`. Returns the sign, the magnitude and the length of the line with
+/// its CRLF; `None` for anything else, including a longer number, which the
+/// general path reads (or refuses) instead. Nineteen digits always fit a
+/// u64, and the line is then at most 20 bytes, [`MAX_NUMBER_LEN`], so this
+/// accepts a subset of what `number::parse` accepts, with the same value.
+#[inline(always)]
+fn quick_number(rest: &[u8], signed: bool) -> Option<(bool, u64, usize)> {
+    let mut i = 1;
+    let mut negative = false;
+    if signed {
+        match rest.get(1) {
+            Some(b'-') => {
+                negative = true;
+                i = 2;
+            }
+            Some(b'+') => i = 2,
+            _ => {}
+        }
+    }
+    let digits = i;
+    let mut n: u64 = 0;
+    loop {
+        let d = rest.get(i)?.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if i - digits == 19 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+        i += 1;
+    }
+    if i == digits || rest[i] != b'\r' || rest.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    Some((negative, n, i + 2))
 }
 
 /// The index of the CR ending the line that starts at `rest[0]` (a type
@@ -369,17 +438,25 @@ impl Decoder {
     /// now complete. Bytes consumed without a reply are held in the decoder
     /// as part of the reply under way. After a protocol error, every later
     /// call returns the same error until [`reset`](Decoder::reset).
+    #[inline]
     pub fn feed(&mut self, buf: &[u8]) -> Result<(usize, Option<Value>), ProtocolError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        if self.stack.is_empty() {
-            // A whole scalar reply: no frame, no bookkeeping.
-            if let Some((value, used)) = self.quick(buf) {
+        if self.stack.is_empty() && self.failed.is_none() {
+            // A whole scalar reply: no frame, no bookkeeping. (With no
+            // aggregate open, `offset` is already 0.)
+            if let Some((value, used)) = quick_scalar(buf, &self.limits) {
                 self.scanned = 0;
-                self.offset = 0;
                 return Ok((used, Some(value)));
             }
+        }
+        self.feed_general(buf)
+    }
+
+    /// [`feed`](Decoder::feed) past its first look: everything but a whole
+    /// scalar reply.
+    #[inline(never)]
+    fn feed_general(&mut self, buf: &[u8]) -> Result<(usize, Option<Value>), ProtocolError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
         }
         let mut pos = 0;
         loop {
