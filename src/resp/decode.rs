@@ -385,6 +385,79 @@ fn stage_list(
     pos
 }
 
+/// What [`quick_list`] made of the start of the input.
+enum QuickList {
+    /// Not a list header it reads: the general path's to read.
+    No,
+    /// A whole list, and the bytes it used.
+    Whole(Value, usize),
+    /// The list as far as the fast path took it, as the frame the general
+    /// path would have built by then, and the bytes used so far.
+    Open(Frame, usize),
+}
+
+/// The fast path for a reply that is a list (`*`, `~` or `>`) of fast-path
+/// elements ([`quick_scalar`]), with no aggregate open: its header read as
+/// a number, its elements straight into the list, with no frame and no
+/// token. Where an element is not for the fast path or not all in yet, the
+/// list so far goes to the general path as an open frame, the one it would
+/// have built by then: the same count, the same elements, the same capacity
+/// ([`Decoder::aggregate`]'s, at depth 0). Headers it does not read (an
+/// empty or streamed list, a count over the limit, a depth limit of 0) are
+/// left whole to the general path, which reports any error.
+#[inline]
+fn quick_list(rest: &[u8], limits: &Limits) -> QuickList {
+    let kind = match rest.first() {
+        Some(b'*') => ListKind::Array,
+        Some(b'~') => ListKind::Set,
+        Some(b'>') => ListKind::Push,
+        _ => return QuickList::No,
+    };
+    let (count, mut pos) = match quick_number(rest, false) {
+        Some((_, count, used)) if count > 0 && count <= limits.max_aggregate_len as u64 => {
+            (count as usize, used)
+        }
+        _ => return QuickList::No,
+    };
+    if limits.max_depth == 0 {
+        return QuickList::No;
+    }
+    let capacity = count.min((rest.len() - pos) / 3);
+    let mut remaining = count;
+    let mut items = Vec::new();
+    if capacity >= STAGED_LIST {
+        let mut deferred = capacity;
+        pos += stage_list(
+            &rest[pos..],
+            limits,
+            &mut remaining,
+            &mut items,
+            &mut deferred,
+        );
+    } else {
+        items.reserve_exact(capacity);
+    }
+    while remaining > 0 {
+        match quick_scalar(&rest[pos..], limits) {
+            Some((value, used)) => {
+                items.push(value);
+                remaining -= 1;
+                pos += used;
+            }
+            None => {
+                let frame = Frame::List {
+                    kind,
+                    remaining: Some(remaining),
+                    items,
+                    deferred: 0,
+                };
+                return QuickList::Open(frame, pos);
+            }
+        }
+    }
+    QuickList::Whole(kind.wrap(items), pos)
+}
+
 impl Decoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Decoder {
@@ -537,6 +610,20 @@ impl Decoder {
             return Err(e.clone());
         }
         let mut pos = 0;
+        if self.stack.is_empty() && self.fast() {
+            match quick_list(buf, &self.limits) {
+                QuickList::No => {}
+                QuickList::Whole(value, used) => {
+                    self.scanned = 0;
+                    return Ok((used, Some(value)));
+                }
+                QuickList::Open(frame, used) => {
+                    self.scanned = 0;
+                    self.stack.push(frame);
+                    pos = used;
+                }
+            }
+        }
         loop {
             let filled = self.fill_list(&buf[pos..]);
             if filled > 0 {

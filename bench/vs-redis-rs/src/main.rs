@@ -75,10 +75,14 @@ fn inputs() -> Vec<Input> {
         one.extend_from_slice(b"\r\n");
         one
     };
-    let mut array = b"*100\r\n".to_vec();
-    for _ in 0..100 {
-        array.extend_from_slice(&bulk(b"0123456789"));
-    }
+    let list = |header: &str, n: usize, element: &[u8]| {
+        let mut one = header.as_bytes().to_vec();
+        for _ in 0..n {
+            one.extend_from_slice(element);
+        }
+        one
+    };
+    let array = list("*100\r\n", 100, &bulk(b"0123456789"));
     vec![
         Input {
             key: "ok",
@@ -127,6 +131,34 @@ fn inputs() -> Vec<Input> {
             label: "_ (RESP3 nil)",
             reply: b"_\r\n".to_vec(),
             copies: 1_000_000,
+            target: None,
+        },
+        Input {
+            key: "arr2",
+            label: "*2 of $3 bulks",
+            reply: list("*2\r\n", 2, &bulk(b"abc")),
+            copies: 500_000,
+            target: None,
+        },
+        Input {
+            key: "arr30int",
+            label: "*30 of :n",
+            reply: list("*30\r\n", 30, b":1234\r\n"),
+            copies: 100_000,
+            target: None,
+        },
+        Input {
+            key: "arr1000",
+            label: "*1000 of $10 bulks",
+            reply: list("*1000\r\n", 1000, &bulk(b"0123456789")),
+            copies: 1_000,
+            target: None,
+        },
+        Input {
+            key: "map50",
+            label: "%50 of $10 pairs",
+            reply: list("%50\r\n", 100, &bulk(b"0123456789")),
+            copies: 10_000,
             target: None,
         },
     ]
@@ -222,6 +254,7 @@ enum Shape {
     Int(i64),
     Bytes(Vec<u8>),
     List(Vec<Shape>),
+    Pairs(Vec<(Shape, Shape)>),
     Other,
 }
 
@@ -233,6 +266,12 @@ fn simplify_ours(v: &respline::Value) -> Shape {
         V::Integer(i) => Shape::Int(*i),
         V::BulkString(b) => Shape::Bytes(b.clone()),
         V::Array(items) => Shape::List(items.iter().map(simplify_ours).collect()),
+        V::Map(pairs) => Shape::Pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (simplify_ours(k), simplify_ours(v)))
+                .collect(),
+        ),
         _ => Shape::Other,
     }
 }
@@ -246,6 +285,12 @@ fn simplify_theirs(v: &redis::Value) -> Shape {
         V::Int(i) => Shape::Int(*i),
         V::BulkString(b) => Shape::Bytes(b.clone()),
         V::Array(items) => Shape::List(items.iter().map(simplify_theirs).collect()),
+        V::Map(pairs) => Shape::Pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (simplify_theirs(k), simplify_theirs(v)))
+                .collect(),
+        ),
         _ => Shape::Other,
     }
 }
