@@ -186,9 +186,7 @@ fn run(who: Contender, buf: &[u8]) -> usize {
             let mut pos = 0;
             let mut count = 0;
             while pos < buf.len() {
-                let (used, value) = decoder
-                    .feed(black_box(&buf[pos..]))
-                    .expect("respline feed");
+                let (used, value) = decoder.feed(black_box(&buf[pos..])).expect("respline feed");
                 pos += used;
                 match value {
                     Some(v) => {
