@@ -2,7 +2,7 @@
 //! run, the contenders alternating.
 //!
 //! ```text
-//! cd bench/vs-redis-rs && cargo run --release            # 9 rounds
+//! cd bench/vs-redis-rs && cargo run --release            # 16 rounds
 //! ROUNDS=15 cargo run --release                          # more rounds
 //! ONLY=ok,array cargo run --release                      # some inputs only
 //! WHO=feed ONLY=ok ROUNDS=1 valgrind --tool=callgrind target/release/vs-redis-rs
@@ -23,9 +23,12 @@
 //!   bytes at all (information only).
 //!
 //! A round times every contender once on every input, in an order that
-//! rotates from round to round; the table shows each contender's median
-//! time per reply over the rounds and the ratio of redis-rs's median to
-//! respline's (higher is better for respline).
+//! rotates from round to round and is reversed every other 4 rounds, so that
+//! every contender runs after every other one as often (the one before
+//! leaves glibc's free lists in its own shape, which matters); 16 rounds,
+//! the default, go through every order twice. The table shows each
+//! contender's median time per reply over the rounds and the ratio of
+//! redis-rs's median to respline's (higher is better for respline).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -309,7 +312,7 @@ fn main() {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(9);
+        .unwrap_or(16);
     let only: Option<Vec<String>> = std::env::var("ONLY")
         .ok()
         .map(|s| s.split(',').map(|k| k.trim().to_string()).collect());
@@ -324,8 +327,9 @@ fn main() {
     }
 
     println!(
-        "In-memory decoding into an owned value, {} rounds, contenders alternating (order rotates each round)",
-        rounds
+        "In-memory decoding into an owned value, {} rounds, contenders alternating (order rotated each round, reversed every other {} rounds)",
+        rounds,
+        CONTENDERS.len()
     );
     // times[input][contender] = one time per round, in seconds.
     let mut times = vec![vec![Vec::with_capacity(rounds); CONTENDERS.len()]; inputs.len()];
@@ -333,7 +337,19 @@ fn main() {
     for round in 0..=rounds {
         for (i, input) in inputs.iter().enumerate() {
             for k in 0..CONTENDERS.len() {
-                let c = (k + round) % CONTENDERS.len();
+                // Rotated each round, and reversed every other group of
+                // rounds, so that each contender runs after each of the
+                // others: the one before leaves the allocator's free lists
+                // in its own shape, which the next one's first allocations
+                // (and, with glibc, much of its speed) depend on.
+                let n = CONTENDERS.len();
+                let counted = round.saturating_sub(1);
+                let step = (k + counted) % n;
+                let c = if (counted / n) % 2 == 1 {
+                    n - 1 - step
+                } else {
+                    step
+                };
                 let who = CONTENDERS[c];
                 if who_only.as_ref().map_or(false, |w| w != who.name()) {
                     continue;
