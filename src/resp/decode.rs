@@ -166,7 +166,7 @@ enum Frame {
         remaining: Option<usize>,
         items: Vec<Value>,
         /// The capacity `items` is to get once its first elements are in
-        /// (see [`Decoder::stage_list`]); 0 once it has it.
+        /// (see [`stage_list`]); 0 once it has it.
         deferred: usize,
     },
     /// Map or attribute pairs; `remaining` counts pairs.
