@@ -60,7 +60,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use respline::resp::{Decoder, Limits};
+use respline::resp::{decode, Decoder, Limits};
 use respline::{cmd, Chunking, Connection, Pipeline, Value};
 
 type BoxResult<T> = Result<T, Box<dyn StdError>>;
@@ -863,7 +863,8 @@ fn server_cpu(conn: &mut Connection) -> BoxResult<f64> {
 
 fn section_decode(config: &Config) -> BoxResult<()> {
     println!(
-        "\n4. Decoding from one in-memory buffer with one Decoder, no server, median of {} runs",
+        "\n4. Decoding from one in-memory buffer, no server, median of {} runs: one Decoder's feed, \
+         then the standalone decode() once per reply (alternating)",
         config.decode_runs
     );
     println!(
@@ -897,31 +898,45 @@ fn section_decode(config: &Config) -> BoxResult<()> {
         ),
     ];
     for (label, buf, replies, per_reply) in &cases {
-        let mut times = Vec::new();
+        let mut fed = Vec::new();
+        let mut each = Vec::new();
         for _ in 0..config.decode_runs {
-            let t = Instant::now();
-            let got = decode_all(buf)?;
-            times.push(t.elapsed().as_secs_f64());
-            if got != *replies {
-                return Err(
-                    format!("{}: decoded {} replies, expected {}", label, got, replies).into(),
-                );
+            for (times, run) in [
+                (&mut fed, decode_all as fn(&[u8]) -> BoxResult<usize>),
+                (&mut each, decode_each),
+            ] {
+                let t = Instant::now();
+                let got = run(buf)?;
+                times.push(t.elapsed().as_secs_f64());
+                if got != *replies {
+                    return Err(format!(
+                        "{}: decoded {} replies, expected {}",
+                        label, got, replies
+                    )
+                    .into());
+                }
             }
         }
-        let secs = median(&mut times);
-        let mb = buf.len() as f64 / 1e6;
-        println!(
-            "   {:<34} {:>9.1} {:>14} {:>14} {:>10.0}",
-            label,
-            mb,
-            thousands(*replies as f64 / secs),
-            thousands((replies * per_reply) as f64 / secs),
-            mb / secs
-        );
+        for (name, times) in [
+            (*label, &mut fed),
+            ("  the same, decode() per reply", &mut each),
+        ] {
+            let secs = median(times);
+            let mb = buf.len() as f64 / 1e6;
+            println!(
+                "   {:<34} {:>9.1} {:>14} {:>14} {:>10.0}",
+                name,
+                mb,
+                thousands(*replies as f64 / secs),
+                thousands((replies * per_reply) as f64 / secs),
+                mb / secs
+            );
+        }
     }
     Ok(())
 }
 
+/// Every reply in `buf` through one `Decoder`, as a connection reads them.
 fn decode_all(buf: &[u8]) -> BoxResult<usize> {
     let mut decoder = Decoder::new(Limits::default());
     let mut pos = 0;
@@ -939,6 +954,24 @@ fn decode_all(buf: &[u8]) -> BoxResult<usize> {
                     return Err(format!("decoder stuck at byte {}", pos).into());
                 }
             }
+        }
+    }
+    Ok(count)
+}
+
+/// Every reply in `buf` through the standalone `decode`, one call each.
+fn decode_each(buf: &[u8]) -> BoxResult<usize> {
+    let limits = Limits::default();
+    let mut pos = 0;
+    let mut count = 0;
+    while pos < buf.len() {
+        match decode(black_box(&buf[pos..]), &limits)? {
+            Some((v, used)) => {
+                black_box(v);
+                pos += used;
+                count += 1;
+            }
+            None => return Err(format!("incomplete reply at byte {}", pos).into()),
         }
     }
     Ok(count)

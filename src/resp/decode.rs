@@ -101,6 +101,10 @@ impl Default for Limits {
 /// assert!(decode(b"$-2\r\n", &limits).is_err());
 /// ```
 pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Value, usize)>, ProtocolError> {
+    // What a fresh decoder's `feed` would do first, without building one.
+    if let Some((value, used)) = quick_scalar(buf, limits) {
+        return Ok(Some((value, used)));
+    }
     let mut decoder = Decoder::new(limits.clone());
     match decoder.feed(buf)? {
         (used, Some(value)) => Ok(Some((value, used))),
@@ -148,6 +152,10 @@ pub struct Decoder {
     scanned: usize,
     /// A protocol error is final: every later call repeats it.
     failed: Option<ProtocolError>,
+    /// Tests only: no fast path at all, every element through
+    /// [`next_token`](Decoder::next_token), to check the fast paths against.
+    #[cfg(test)]
+    general_only: bool,
 }
 
 #[derive(Debug)]
@@ -157,6 +165,9 @@ enum Frame {
         kind: ListKind,
         remaining: Option<usize>,
         items: Vec<Value>,
+        /// The capacity `items` is to get once its first elements are in
+        /// (see [`stage_list`]); 0 once it has it.
+        deferred: usize,
     },
     /// Map or attribute pairs; `remaining` counts pairs.
     Pairs {
@@ -204,35 +215,100 @@ const QUICK_LINE: usize = 128;
 #[inline(always)]
 fn quick_scalar(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
     match *rest.first()? {
-        // Nil: RESP3's `_`, RESP2's null bulk string and null array.
-        b'_' if rest.get(1..3) == Some(b"\r\n") => Some((Value::Nil, 3)),
-        b'$' | b'*' if rest.get(1..5) == Some(b"-1\r\n") => Some((Value::Nil, 5)),
+        b'$' => quick_bulk(rest, limits),
         b'+' => {
+            // The commonest reply of all, in one comparison.
+            if rest.get(..5) == Some(&b"+OK\r\n"[..]) && limits.max_line_len >= 2 {
+                return Some((Value::SimpleString(Cow::Borrowed("OK")), 5));
+            }
             let cr = short_line(rest, limits.max_line_len.min(QUICK_LINE))?;
             Some((Value::SimpleString(simple_string(&rest[1..cr])), cr + 2))
         }
         b':' => {
-            let cr = short_line(rest, MAX_NUMBER_LEN)?;
-            Some((
-                Value::Integer(number::parse_i64(&rest[1..cr], Form::Signed)?),
-                cr + 2,
-            ))
+            let (negative, magnitude, used) = quick_number(rest, true)?;
+            let value = if negative {
+                if magnitude > 1 << 63 {
+                    return None;
+                }
+                // 2^63 wraps to i64::MIN, which is its own negation.
+                (magnitude as i64).wrapping_neg()
+            } else {
+                if magnitude > i64::MAX as u64 {
+                    return None;
+                }
+                magnitude as i64
+            };
+            Some((Value::Integer(value), used))
         }
-        b'$' => {
-            let cr = short_line(rest, MAX_NUMBER_LEN)?;
-            let len = number::parse_u64(&rest[1..cr])?;
-            if len > limits.max_bulk_len as u64 {
-                return None;
-            }
-            let start = cr + 2;
-            let end = start.checked_add(len as usize)?;
-            if rest.get(end..)?.get(..2)? != b"\r\n" {
-                return None;
-            }
-            Some((Value::BulkString(rest[start..end].to_vec()), end + 2))
-        }
+        // Nil: RESP3's `_` and RESP2's null array (the null bulk string is
+        // `quick_bulk`'s).
+        b'_' if rest.get(1..3) == Some(b"\r\n") => Some((Value::Nil, 3)),
+        b'*' if rest.get(1..5) == Some(b"-1\r\n") => Some((Value::Nil, 5)),
         _ => None,
     }
+}
+
+/// [`quick_scalar`] for `$`: a nil, or a bulk string whose payload and
+/// trailing CRLF are all in `rest`.
+#[inline(always)]
+fn quick_bulk(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
+    if rest.get(1..5) == Some(b"-1\r\n") {
+        return Some((Value::Nil, 5));
+    }
+    let (_, len, start) = quick_number(rest, false)?;
+    if len > limits.max_bulk_len as u64 {
+        return None;
+    }
+    let end = start.checked_add(len as usize)?;
+    let trailer = rest.get(end..)?.get(..2)?;
+    // Copy first, check the CRLF after: the copy streams through the
+    // payload up to the CRLF, where checking first would wait for the
+    // payload's last cache line alone before the copy could start.
+    let payload = rest[start..end].to_vec();
+    if trailer != b"\r\n" {
+        return None;
+    }
+    Some((Value::BulkString(payload), end + 2))
+}
+
+/// The number on the line that starts at `rest[0]` (a type byte): an
+/// optional sign if `signed`, then 1 to 19 ASCII digits, then CRLF, all in
+/// `rest`. Returns the sign, the magnitude and the length of the line with
+/// its CRLF; `None` for anything else, including a longer number, which the
+/// general path reads (or refuses) instead. Nineteen digits always fit a
+/// u64, and the line is then at most 20 bytes, [`MAX_NUMBER_LEN`], so this
+/// accepts a subset of what `number::parse` accepts, with the same value.
+#[inline(always)]
+fn quick_number(rest: &[u8], signed: bool) -> Option<(bool, u64, usize)> {
+    let mut i = 1;
+    let mut negative = false;
+    if signed {
+        match rest.get(1) {
+            Some(b'-') => {
+                negative = true;
+                i = 2;
+            }
+            Some(b'+') => i = 2,
+            _ => {}
+        }
+    }
+    let digits = i;
+    let mut n: u64 = 0;
+    loop {
+        let d = rest.get(i)?.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if i - digits == 19 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+        i += 1;
+    }
+    if i == digits || rest[i] != b'\r' || rest.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    Some((negative, n, i + 2))
 }
 
 /// The index of the CR ending the line that starts at `rest[0]` (a type
@@ -249,6 +325,139 @@ fn short_line(rest: &[u8], max: usize) -> Option<usize> {
     }
 }
 
+/// Lists whose reservation would be this many elements or more (1 KiB and
+/// more) are reserved after their first elements are decoded; see
+/// [`stage_list`].
+const STAGED_LIST: usize = (1024 + std::mem::size_of::<Value>() - 1) / std::mem::size_of::<Value>();
+
+/// How many elements [`stage_list`] holds before it reserves the list.
+const STAGE: usize = 128;
+
+/// The first fast-path elements of a list that was opened without its
+/// reservation (`deferred`, 0 afterwards): up to [`STAGE`] of them are
+/// decoded into an array on the stack, then the list gets its capacity and
+/// takes them. Returns the bytes consumed.
+///
+/// The order is the point. A reply that is dropped frees its small strings
+/// into the allocator's caches, and glibc's malloc tidies those caches up
+/// (`malloc_consolidate`) before every request of 1 KiB or more, so the
+/// next reply's list, reserved first, would pay to tidy them and its
+/// strings to take apart what was tidied. Reserved after its first
+/// [`STAGE`] strings, which reuse the freed ones as they are, the list
+/// finds the caches empty. The elements are the same, in the same order;
+/// the capacity too, or exactly what arrived if that is more.
+#[inline(never)]
+fn stage_list(
+    rest: &[u8],
+    limits: &Limits,
+    remaining: &mut usize,
+    items: &mut Vec<Value>,
+    deferred: &mut usize,
+) -> usize {
+    const NIL: Value = Value::Nil;
+    let mut stage = [NIL; STAGE];
+    let mut staged = 0;
+    let mut pos = 0;
+    // As `fill_list`: the last element, which closes the list, is left to
+    // the caller.
+    while *remaining > 1 && staged < STAGE {
+        match quick_scalar(&rest[pos..], limits) {
+            Some((value, used)) => {
+                // The slot held a nil: nothing to drop.
+                std::mem::forget(std::mem::replace(&mut stage[staged], value));
+                staged += 1;
+                *remaining -= 1;
+                pos += used;
+            }
+            None => break,
+        }
+    }
+    items.reserve_exact((*deferred).max(staged));
+    *deferred = 0;
+    items.extend(
+        stage[..staged]
+            .iter_mut()
+            .map(|v| std::mem::replace(v, Value::Nil)),
+    );
+    // Every slot holds a nil now (taken, or never filled): nothing to drop,
+    // so skip the loop that would look at each of them.
+    std::mem::forget(stage);
+    pos
+}
+
+/// What [`quick_list`] made of the start of the input.
+enum QuickList {
+    /// Not a list header it reads: the general path's to read.
+    No,
+    /// A whole list, and the bytes it used.
+    Whole(Value, usize),
+    /// The list as far as the fast path took it, as the frame the general
+    /// path would have built by then, and the bytes used so far.
+    Open(Frame, usize),
+}
+
+/// The fast path for a reply that is a list (`*`, `~` or `>`) of fast-path
+/// elements ([`quick_scalar`]), with no aggregate open: its header read as
+/// a number, its elements straight into the list, with no frame and no
+/// token. Where an element is not for the fast path or not all in yet, the
+/// list so far goes to the general path as an open frame, the one it would
+/// have built by then: the same count, the same elements, the same capacity
+/// ([`Decoder::aggregate`]'s, at depth 0). Headers it does not read (an
+/// empty or streamed list, a count over the limit, a depth limit of 0) are
+/// left whole to the general path, which reports any error.
+#[inline]
+fn quick_list(rest: &[u8], limits: &Limits) -> QuickList {
+    let kind = match rest.first() {
+        Some(b'*') => ListKind::Array,
+        Some(b'~') => ListKind::Set,
+        Some(b'>') => ListKind::Push,
+        _ => return QuickList::No,
+    };
+    let (count, mut pos) = match quick_number(rest, false) {
+        Some((_, count, used)) if count > 0 && count <= limits.max_aggregate_len as u64 => {
+            (count as usize, used)
+        }
+        _ => return QuickList::No,
+    };
+    if limits.max_depth == 0 {
+        return QuickList::No;
+    }
+    let capacity = count.min((rest.len() - pos) / 3);
+    let mut remaining = count;
+    let mut items = Vec::new();
+    if capacity >= STAGED_LIST {
+        let mut deferred = capacity;
+        pos += stage_list(
+            &rest[pos..],
+            limits,
+            &mut remaining,
+            &mut items,
+            &mut deferred,
+        );
+    } else {
+        items.reserve_exact(capacity);
+    }
+    while remaining > 0 {
+        match quick_scalar(&rest[pos..], limits) {
+            Some((value, used)) => {
+                items.push(value);
+                remaining -= 1;
+                pos += used;
+            }
+            None => {
+                let frame = Frame::List {
+                    kind,
+                    remaining: Some(remaining),
+                    items,
+                    deferred: 0,
+                };
+                return QuickList::Open(frame, pos);
+            }
+        }
+    }
+    QuickList::Whole(kind.wrap(items), pos)
+}
+
 impl Decoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Decoder {
@@ -258,7 +467,18 @@ impl Decoder {
             offset: 0,
             scanned: 0,
             failed: None,
+            #[cfg(test)]
+            general_only: false,
         }
+    }
+
+    /// Whether the fast paths are taken: always, but in some tests.
+    #[inline(always)]
+    fn fast(&self) -> bool {
+        #[cfg(test)]
+        return !self.general_only;
+        #[cfg(not(test))]
+        true
     }
 
     /// The limits this decoder enforces.
@@ -369,19 +589,41 @@ impl Decoder {
     /// now complete. Bytes consumed without a reply are held in the decoder
     /// as part of the reply under way. After a protocol error, every later
     /// call returns the same error until [`reset`](Decoder::reset).
+    #[inline]
     pub fn feed(&mut self, buf: &[u8]) -> Result<(usize, Option<Value>), ProtocolError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        if self.stack.is_empty() {
-            // A whole scalar reply: no frame, no bookkeeping.
-            if let Some((value, used)) = self.quick(buf) {
+        if self.stack.is_empty() && self.failed.is_none() && self.fast() {
+            // A whole scalar reply: no frame, no bookkeeping. (With no
+            // aggregate open, `offset` is already 0.)
+            if let Some((value, used)) = quick_scalar(buf, &self.limits) {
                 self.scanned = 0;
-                self.offset = 0;
                 return Ok((used, Some(value)));
             }
         }
+        self.feed_general(buf)
+    }
+
+    /// [`feed`](Decoder::feed) past its first look: everything but a whole
+    /// scalar reply.
+    #[inline(never)]
+    fn feed_general(&mut self, buf: &[u8]) -> Result<(usize, Option<Value>), ProtocolError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let mut pos = 0;
+        if self.stack.is_empty() && self.fast() {
+            match quick_list(buf, &self.limits) {
+                QuickList::No => {}
+                QuickList::Whole(value, used) => {
+                    self.scanned = 0;
+                    return Ok((used, Some(value)));
+                }
+                QuickList::Open(frame, used) => {
+                    self.scanned = 0;
+                    self.stack.push(frame);
+                    pos = used;
+                }
+            }
+        }
         loop {
             let filled = self.fill_list(&buf[pos..]);
             if filled > 0 {
@@ -530,6 +772,7 @@ impl Decoder {
                 kind,
                 remaining: None,
                 items,
+                ..
             }) => Ok(kind.wrap(items)),
             Some(Frame::Pairs {
                 attribute: false,
@@ -580,6 +823,9 @@ impl Decoder {
     /// except inside a streamed string, where only chunks may come.
     #[inline(always)]
     fn quick(&self, rest: &[u8]) -> Option<(Value, usize)> {
+        if !self.fast() {
+            return None;
+        }
         if let Some(Frame::Chunks { .. }) = self.stack.last() {
             return None;
         }
@@ -592,16 +838,23 @@ impl Decoder {
     /// the loop a large array of small replies spends its time in.
     #[inline(always)]
     fn fill_list(&mut self, rest: &[u8]) -> usize {
+        if !self.fast() {
+            return 0;
+        }
         let limits = &self.limits;
-        let (remaining, items) = match self.stack.last_mut() {
+        let (remaining, items, deferred) = match self.stack.last_mut() {
             Some(Frame::List {
                 remaining: Some(remaining),
                 items,
+                deferred,
                 ..
-            }) => (remaining, items),
+            }) => (remaining, items, deferred),
             _ => return 0,
         };
         let mut pos = 0;
+        if *deferred > 0 {
+            pos = stage_list(rest, limits, remaining, items, deferred);
+        }
         while *remaining > 1 {
             match quick_scalar(&rest[pos..], limits) {
                 Some((value, used)) => {
@@ -867,11 +1120,20 @@ impl Decoder {
                 items: Vec::with_capacity(capacity),
                 key: None,
             }
+        } else if capacity >= STAGED_LIST {
+            // Reserved in `stage_list`, after the first elements.
+            Frame::List {
+                kind: list_kind(kind),
+                remaining: count,
+                items: Vec::new(),
+                deferred: capacity,
+            }
         } else {
             Frame::List {
                 kind: list_kind(kind),
                 remaining: count,
                 items: Vec::with_capacity(capacity),
+                deferred: 0,
             }
         };
         Ok(Some((Token::Open(frame), used)))
@@ -1192,5 +1454,237 @@ mod tests {
         assert!(decode(b".\r\n", &limits).is_err());
         assert!(decode(b"*1\r\n.\r\n", &limits).is_err());
         assert!(decode(b">?\r\n", &limits).is_err());
+    }
+
+    #[test]
+    fn quick_numbers_stop_where_the_general_path_takes_over() {
+        let limits = Limits::default();
+        for (wire, value) in [
+            (&b":9223372036854775807\r\n"[..], Some(i64::MAX)),
+            (b":-9223372036854775808\r\n", Some(i64::MIN)),
+            (b":+9223372036854775807\r\n", Some(i64::MAX)),
+            (b":0009223372036854775807\r\n", None), // 22 digits: too long a line
+            (b":9223372036854775808\r\n", None),
+            (b":-9223372036854775809\r\n", None),
+            (b":99999999999999999999\r\n", None), // 20 digits, past u64 too
+            (b":-0\r\n", Some(0)),
+            (b":-\r\n", None),
+            (b":+\r\n", None),
+        ] {
+            let got = decode(wire, &limits).map(|r| r.map(|(v, _)| v));
+            match value {
+                Some(i) => assert_eq!(got, Ok(Some(Value::Integer(i))), "{:?}", wire),
+                None => assert!(got.is_err(), "{:?}: {:?}", wire, got),
+            }
+        }
+        // A 19-digit length is the longest the quick path reads; 20 digits
+        // are still a length to the general path.
+        let wire = b"$00000000000000000003\r\nabc\r\n";
+        assert_eq!(
+            decode(wire, &limits).unwrap(),
+            Some((Value::BulkString(b"abc".to_vec()), wire.len()))
+        );
+        // `+OK` under a line limit of 1 is refused, as on the general path.
+        let tight = Limits {
+            max_line_len: 1,
+            ..Limits::default()
+        };
+        assert_eq!(
+            decode(b"+OK\r\n", &tight).unwrap_err().kind(),
+            ProtocolErrorKind::LimitExceeded
+        );
+    }
+
+    #[test]
+    fn a_long_list_gets_the_capacity_it_announced() {
+        let mut wire = b"*100\r\n".to_vec();
+        for i in 0..100 {
+            wire.extend_from_slice(format!(":{}\r\n", i).as_bytes());
+        }
+        let (v, used) = decode(&wire, &Limits::default()).unwrap().unwrap();
+        assert_eq!(used, wire.len());
+        match v {
+            Value::Array(items) => {
+                assert_eq!(items.capacity(), 100);
+                assert_eq!(items, (0..100).map(Value::Integer).collect::<Vec<_>>());
+            }
+            other => panic!("{:?}", other),
+        }
+    }
+
+    mod against_the_general_path {
+        //! Every fast path (whole scalar replies, `decode`'s first look,
+        //! lists filled and staged in place) against the general path
+        //! alone, on well-formed and broken input, whole and in pieces:
+        //! the same consumption, the same values, the same errors.
+
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn bulk(payload: &[u8]) -> Vec<u8> {
+            let mut v = format!("${}\r\n", payload.len()).into_bytes();
+            v.extend_from_slice(payload);
+            v.extend_from_slice(b"\r\n");
+            v
+        }
+
+        /// Elements the fast paths take (and some they must refuse).
+        fn quick_element() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                4 => Just(b"+OK\r\n".to_vec()),
+                1 => Just(b"+PONG\r\n".to_vec()),
+                1 => Just(b"+QUEUED\r\n".to_vec()),
+                1 => "[ -~é]{0,10}".prop_map(|t| format!("+{}\r\n", t).into_bytes()),
+                1 => Just(b"_\r\n".to_vec()),
+                1 => Just(b"$-1\r\n".to_vec()),
+                1 => Just(b"*-1\r\n".to_vec()),
+                1 => any::<i64>().prop_map(|i| format!(":{}\r\n", i).into_bytes()),
+                1 => "[+-]?[0-9]{0,22}".prop_map(|d| format!(":{}\r\n", d).into_bytes()),
+                4 => prop::collection::vec(any::<u8>(), 0..24).prop_map(|b| bulk(&b)),
+                1 => Just(bulk(b"0123456789")),
+            ]
+        }
+
+        /// Any element: the fast paths' and the general path's.
+        fn element() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                8 => quick_element(),
+                1 => Just(b"+OK".to_vec()),
+                1 => "[0-9]{1,22}".prop_map(|d| format!("${}\r\n", d).into_bytes()),
+                1 => Just(b"-ERR x\r\n".to_vec()),
+                1 => Just(b"#t\r\n".to_vec()),
+                1 => Just(b"*2\r\n:1\r\n:2\r\n".to_vec()),
+                1 => Just(b"%1\r\n+a\r\n:1\r\n".to_vec()),
+                1 => Just(b"|1\r\n+a\r\n:1\r\n".to_vec()),
+                1 => Just(b"$?\r\n;1\r\na\r\n;0\r\n".to_vec()),
+                1 => Just(b"*?\r\n:1\r\n.\r\n".to_vec()),
+            ]
+        }
+
+        /// A list header (its count right or wrong), then elements: long
+        /// enough, often, for the list to be staged.
+        fn list() -> impl Strategy<Value = Vec<u8>> {
+            (
+                prop::sample::select(vec![b'*', b'~', b'>', b'%']),
+                prop_oneof![
+                    // All for the fast paths, or not.
+                    prop::collection::vec(quick_element(), 0..140),
+                    prop::collection::vec(element(), 0..140),
+                ],
+                prop_oneof![4 => Just(0i64), 1 => -3i64..4],
+            )
+                .prop_map(|(kind, items, skew)| {
+                    let count = (items.len() as i64 + skew).max(0);
+                    let mut wire = format!("{}{}\r\n", kind as char, count).into_bytes();
+                    for item in items {
+                        wire.extend_from_slice(&item);
+                    }
+                    wire
+                })
+        }
+
+        fn wire() -> impl Strategy<Value = Vec<u8>> {
+            (
+                prop::collection::vec(prop_oneof![element(), list()], 1..4),
+                prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 0..3),
+            )
+                .prop_map(|(parts, edits)| {
+                    let mut wire = parts.concat();
+                    for (at, byte, op) in edits {
+                        if wire.is_empty() {
+                            break;
+                        }
+                        let i = at.index(wire.len());
+                        match op {
+                            0 => wire[i] = byte,
+                            1 => wire.insert(i, byte),
+                            2 => {
+                                wire.remove(i);
+                            }
+                            _ => wire[i] = b"\r\n0$*+:"[usize::from(byte) % 7],
+                        }
+                    }
+                    wire
+                })
+        }
+
+        fn limits() -> impl Strategy<Value = Limits> {
+            prop_oneof![
+                3 => Just(Limits::default()),
+                1 => (1usize..4, 0usize..24, 0usize..140, 0usize..8).prop_map(
+                    |(max_depth, max_bulk_len, max_aggregate_len, max_line_len)| Limits {
+                        max_depth,
+                        max_bulk_len,
+                        max_aggregate_len,
+                        max_line_len,
+                        ..Limits::default()
+                    }
+                ),
+            ]
+        }
+
+        /// Every answer of `feed` over `wire` fed in pieces of `sizes`
+        /// (cycled), as a connection feeds it, up to the first error.
+        fn trace(wire: &[u8], sizes: &[usize], limits: &Limits, general_only: bool) -> Vec<String> {
+            let mut decoder = Decoder::new(limits.clone());
+            decoder.general_only = general_only;
+            let mut pending = Vec::new();
+            let mut answers = Vec::new();
+            let mut at = 0;
+            let mut i = 0;
+            while at < wire.len() {
+                let n = sizes[i % sizes.len()].max(1).min(wire.len() - at);
+                i += 1;
+                pending.extend_from_slice(&wire[at..at + n]);
+                at += n;
+                loop {
+                    // Debug, not PartialEq: a NaN double is itself here.
+                    let answer = decoder.feed(&pending);
+                    answers.push(format!("{:?}", answer));
+                    match answer {
+                        Ok((used, reply)) => {
+                            pending.drain(..used);
+                            if reply.is_none() {
+                                break;
+                            }
+                        }
+                        Err(_) => return answers,
+                    }
+                }
+            }
+            answers
+        }
+
+        fn cases() -> u32 {
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(256)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+            #[test]
+            fn whole(wire in wire(), limits in limits()) {
+                let fast = decode(&wire, &limits);
+                let mut general = Decoder::new(limits.clone());
+                general.general_only = true;
+                let general = general.feed(&wire).map(|(used, reply)| reply.map(|v| (v, used)));
+                prop_assert_eq!(format!("{:?}", fast), format!("{:?}", general));
+            }
+
+            #[test]
+            fn in_pieces(
+                wire in wire(),
+                limits in limits(),
+                sizes in prop::collection::vec(prop_oneof![1usize..40, 40usize..4000], 1..4),
+            ) {
+                prop_assert_eq!(
+                    trace(&wire, &sizes, &limits, false),
+                    trace(&wire, &sizes, &limits, true)
+                );
+            }
+        }
     }
 }
