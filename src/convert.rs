@@ -544,6 +544,12 @@ impl FromValue for String {
     }
 
     fn from_value_ref(value: ValueRef<'_>) -> Result<String> {
+        // The commonest case first, without the general dispatch.
+        if let ValueRef::BulkString(b) = value {
+            if let Ok(text) = std::str::from_utf8(b) {
+                return Ok(text.to_owned());
+            }
+        }
         direct(value, |v| match v {
             ValueRef::SimpleString(s) => Some(s.to_owned()),
             ValueRef::BulkString(b) | ValueRef::Verbatim { text: b, .. } => {
@@ -815,6 +821,14 @@ impl<T: FromValue> FromValue for Vec<T> {
     }
 
     fn from_value_ref(value: ValueRef<'_>) -> Result<Vec<T>> {
+        // The commonest case first: a bulk string as bytes (`Vec<u8>`).
+        if let ValueRef::BulkString(b) = value {
+            if takes_bytes::<T>() {
+                if let Some(bytes) = T::from_byte_vec(b.to_vec()) {
+                    return Ok(bytes);
+                }
+            }
+        }
         direct(value, vec_of)
     }
 }
