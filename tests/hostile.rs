@@ -780,8 +780,9 @@ fn a_panic_in_a_chunk_callback_leaves_the_connection_broken() {
 
 #[test]
 fn a_panic_in_a_conversion_after_the_last_read_leaves_it_in_step() {
-    // Conversions run once every reply is in, so the stream is in step when
-    // they panic: the connection stays usable, and answers correctly.
+    // Conversions run as each reply is read; when one panics, the replies
+    // after it are read and dropped before the panic goes on, so the stream
+    // is in step: the connection stays usable, and answers correctly.
     let server = RedisServer::start();
     let mut conn = Connection::open(&server.url()).unwrap();
     let _: () = conn.query(["SET", "k", "v"]).unwrap();

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::panic::{self, AssertUnwindSafe};
 
 use super::transport::{is_push, Idle, Located};
 use super::{Connection, State, Wait};
@@ -27,7 +28,7 @@ impl<S: Read + Write> Connection<S> {
         wait: Wait,
         mut each: impl FnMut(usize, Value) -> Result<()>,
     ) -> Result<()> {
-        self.exchange(bytes, replies, |conn, i| {
+        self.exchange(bytes, replies, wait, |conn, i| {
             conn.receive(wait).map(|reply| each(i, reply))
         })
     }
@@ -41,7 +42,7 @@ impl<S: Read + Write> Connection<S> {
         wait: Wait,
         mut each: impl FnMut(usize, ValueRef<'_>) -> Result<()>,
     ) -> Result<()> {
-        self.exchange(bytes, replies, |conn, i| {
+        self.exchange(bytes, replies, wait, |conn, i| {
             conn.receive_with(wait, |reply| each(i, reply))
         })
     }
@@ -52,6 +53,7 @@ impl<S: Read + Write> Connection<S> {
         &mut self,
         bytes: &[u8],
         replies: usize,
+        wait: Wait,
         mut take: impl FnMut(&mut Self, usize) -> Result<Result<()>>,
     ) -> Result<()> {
         self.begin()?;
@@ -59,7 +61,17 @@ impl<S: Read + Write> Connection<S> {
             .map_err(|e| interrupted(e, 0, replies))?;
         let mut first_error = None;
         for i in 0..replies {
-            match take(self, i) {
+            // A panic in the caller's code (a conversion, a callback) comes
+            // after reply `i` was read and released: the rest are read and
+            // dropped, so the connection is in step when the panic goes on.
+            let taken = match panic::catch_unwind(AssertUnwindSafe(|| take(self, i))) {
+                Ok(taken) => taken,
+                Err(payload) => {
+                    self.drain(i + 1, replies, wait);
+                    panic::resume_unwind(payload);
+                }
+            };
+            match taken {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
@@ -73,6 +85,17 @@ impl<S: Read + Write> Connection<S> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Reads and drops replies `from..to` of the open exchange and closes
+    /// it (a failure breaks the connection, as any failure mid-exchange).
+    fn drain(&mut self, from: usize, to: usize, wait: Wait) {
+        for _ in from..to {
+            if self.receive(wait).is_err() {
+                return;
+            }
+        }
+        self.end();
     }
 
     /// Opens an exchange: the connection must be ready (not broken, no

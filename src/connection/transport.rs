@@ -45,6 +45,14 @@ impl ReadBuf {
         self.data.len()
     }
 
+    /// Consumes the next `n` pending bytes and returns them: they stay
+    /// valid until the buffer is next written, which needs `&mut self`.
+    fn take(&mut self, n: usize) -> &[u8] {
+        let start = self.start;
+        self.consume(n);
+        &self.data[start..start + n]
+    }
+
     fn consume(&mut self, n: usize) {
         self.start += n;
         if self.start == self.end {
@@ -188,10 +196,10 @@ impl<S: Read + Write> Connection<S> {
         if matches!(frame[0], b'-' | b'!') {
             self.failover_reply |= is_failover_reply(&view_frame(frame)?.to_value());
         }
-        let frame = &self.buf.pending()[..len];
-        let r = f(view_frame(frame)?);
-        self.buf.consume(len);
-        Some(r)
+        // Released before `f` runs (the bytes stay where they are until the
+        // next read), so a panic in `f` leaves the buffer past this reply.
+        let frame = self.buf.take(len);
+        Some(f(view_frame(frame)?))
     }
 
     /// The next frame already in the buffer, if a whole one is.

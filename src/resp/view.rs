@@ -431,11 +431,12 @@ fn quick_header(rest: &[u8]) -> Option<(u64, usize)> {
     loop {
         let b = *rest.get(i)?;
         if b.is_ascii_digit() {
-            n = n * 10 + u64::from(b - b'0');
-            i += 1;
-            if i > 20 {
+            // At most 19 digits: always within u64.
+            if i > 19 {
                 return None;
             }
+            n = n * 10 + u64::from(b - b'0');
+            i += 1;
         } else if b == b'\r' && i > 1 && rest.get(i + 1) == Some(&b'\n') {
             return Some((n, i + 2));
         } else {
@@ -910,6 +911,24 @@ mod tests {
             piece in 1usize..16,
         ) {
             prop_assert_eq!(agrees(&bytes, piece, &Limits::default()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn long_and_odd_length_headers_take_the_general_path() {
+        let limits = Limits::default();
+        for wire in [
+            &b"$99999999999999999999\r\nx\r\n"[..],
+            b"*1\r\n$18446744073709551616\r\nab\r\n",
+            b"*1\r\n$0000000000000000002\r\nab\r\n",
+            b"*1\r\n$00000000000000000002\r\nab\r\n",
+            b"*2\r\n$\r\n\r\n:1\r\n",
+            b"$-0\r\n",
+            b"*1\r\n+OK\r\r\n",
+        ] {
+            for piece in [1, 3, 64] {
+                assert_eq!(agrees(wire, piece, &limits), Ok(()), "{:?}", wire);
+            }
         }
     }
 
