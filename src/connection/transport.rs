@@ -114,32 +114,31 @@ pub(super) enum Idle {
 }
 
 impl<S: Read + Write> Connection<S> {
-    /// Reads the next complete frame, pushes included. The deadline is only
-    /// computed if the frame is not already buffered. A timeout leaves any
+    /// Reads the next complete frame, pushes included. A timeout leaves any
     /// partial frame in the decoder, so a caller that may retry (a
     /// subscriber) loses nothing.
     pub(super) fn next_frame(&mut self, wait: Wait) -> Result<Value> {
-        let mut deadline: Option<Option<Instant>> = None;
-        loop {
-            if let Some(v) = self.decode_buffered()? {
-                return Ok(v);
-            }
-            let d = *deadline.get_or_insert_with(|| match wait {
-                Wait::Default => self.read_timeout.map(|t| Instant::now() + t),
-                Wait::Each(t) => t.and_then(|t| Instant::now().checked_add(t)),
-                Wait::Until(d) => Some(d),
-            });
-            self.read_some(d)?;
-        }
+        self.read_until(wait, Self::decode_buffered)
     }
 
     /// Like [`next_frame`](Connection::next_frame), but a frame the scan
     /// takes is left in the read buffer, for a view.
     pub(super) fn next_frame_located(&mut self, wait: Wait) -> Result<Located> {
+        self.read_until(wait, Self::locate_buffered)
+    }
+
+    /// Reads until `whole` finds what it looks for in the buffer. The
+    /// deadline is only computed if a read is needed.
+    #[inline(always)]
+    fn read_until<T>(
+        &mut self,
+        wait: Wait,
+        mut whole: impl FnMut(&mut Self) -> Result<Option<T>>,
+    ) -> Result<T> {
         let mut deadline: Option<Option<Instant>> = None;
         loop {
-            if let Some(next) = self.locate_buffered()? {
-                return Ok(next);
+            if let Some(found) = whole(self)? {
+                return Ok(found);
             }
             let d = *deadline.get_or_insert_with(|| match wait {
                 Wait::Default => self.read_timeout.map(|t| Instant::now() + t),
