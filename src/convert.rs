@@ -2197,17 +2197,6 @@ mod ref_tests {
         }
     }
 
-    /// The same result: equal values (by `same`), or the same error.
-    fn agree<T>(a: &Result<T>, b: &Result<T>, same: impl Fn(&T, &T) -> bool) -> bool {
-        match (a, b) {
-            (Ok(x), Ok(y)) => same(x, y),
-            (Err(x), Err(y)) => {
-                format!("{:?}", x) == format!("{:?}", y) && x.to_string() == y.to_string()
-            }
-            _ => false,
-        }
-    }
-
     /// `T::from_value_ref` of the views of `v` (RESP3 and RESP2 wire bytes,
     /// and `v.view()`) gives what `T::from_value` gives.
     fn check<T: FromValue + Debug>(
@@ -2218,7 +2207,7 @@ mod ref_tests {
         let viewed = T::from_value_ref(v.view());
         let owned = T::from_value(v.clone());
         prop_assert!(
-            agree(&owned, &viewed, &same),
+            values::agree(&owned, &viewed, &same),
             "{} of the view of {:?}: {:?}, owned: {:?}",
             name,
             v,
@@ -2229,7 +2218,7 @@ mod ref_tests {
             let (decoded, wire, path) = on_wire(v, protocol, T::from_value_ref);
             let owned = T::from_value(decoded.clone());
             prop_assert!(
-                agree(&owned, &wire, &same),
+                values::agree(&owned, &wire, &same),
                 "{} of {:?} ({:?}, {:?}): {:?}, owned: {:?}",
                 name,
                 decoded,
@@ -2303,7 +2292,7 @@ mod ref_tests {
         let collected = T::from_replies(decoded.clone());
         let streamed = streamed::<T>(replies, replies.len());
         prop_assert!(
-            agree(&collected, &streamed, same),
+            values::agree(&collected, &streamed, same),
             "{} of {:?}: streamed {:?}, collected {:?}",
             std::any::type_name::<T>(),
             decoded,

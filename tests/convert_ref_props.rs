@@ -18,18 +18,7 @@ mod values {
     include!("convert_ref_props/values.rs");
 }
 
-use values::value;
-
-/// The same result: equal values (by `same`), or the same error.
-fn agree<T>(a: &Result<T>, b: &Result<T>, same: impl Fn(&T, &T) -> bool) -> bool {
-    match (a, b) {
-        (Ok(x), Ok(y)) => same(x, y),
-        (Err(x), Err(y)) => {
-            format!("{:?}", x) == format!("{:?}", y) && x.to_string() == y.to_string()
-        }
-        _ => false,
-    }
-}
+use values::{agree, value};
 
 /// `T::from_value_ref(v.view())` gives what `T::from_value(v)` gives.
 fn check<T: FromValue + Debug>(

@@ -98,3 +98,19 @@ pub fn value() -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+/// The same result: equal values (by `same`), or the same error (its
+/// variant, fields and message).
+pub fn agree<T, E: std::fmt::Debug + std::fmt::Display>(
+    a: &std::result::Result<T, E>,
+    b: &std::result::Result<T, E>,
+    same: impl Fn(&T, &T) -> bool,
+) -> bool {
+    match (a, b) {
+        (Ok(x), Ok(y)) => same(x, y),
+        (Err(x), Err(y)) => {
+            format!("{:?}", x) == format!("{:?}", y) && x.to_string() == y.to_string()
+        }
+        _ => false,
+    }
+}
