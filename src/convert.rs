@@ -185,6 +185,26 @@ pub trait FromValue: Sized {
     fn from_byte_vec(_bytes: Vec<u8>) -> Option<Vec<Self>> {
         None
     }
+
+    /// Converts a bulk string element straight from its bytes, when that is
+    /// sure to succeed as [`from_value_ref`](FromValue::from_value_ref)
+    /// would; `None` sends it down the general path. The crate's own types
+    /// override it; not meant for others.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn from_bulk(_bytes: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
+/// An element's conversion in a collection: a bulk string straight from
+/// its bytes when `T` can, otherwise the general direct conversion.
+#[inline(always)]
+fn element_from_bulk<T: FromValue>(bytes: &[u8]) -> Option<T> {
+    match T::from_bulk(bytes) {
+        Some(t) => Some(t),
+        None => T::from_value_ref(ValueRef::BulkString(bytes)).ok(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -226,14 +246,14 @@ fn reserved(count: usize) -> usize {
 
 /// Converts each element of an array, set or push (nil has none) and hands
 /// it to `add`; `None` if the value is something else or an element fails.
-fn each_ref<T: FromValue>(value: ValueRef<'_>, mut add: impl FnMut(T)) -> Option<()> {
+fn each_ref<T: FromValue>(value: ValueRef<'_>, add: impl FnMut(T)) -> Option<()> {
     match value {
-        ValueRef::Array(items) | ValueRef::Set(items) | ValueRef::Push(items) => {
-            for item in items {
-                add(T::from_value_ref(item).ok()?);
-            }
-            Some(())
-        }
+        ValueRef::Array(items) | ValueRef::Set(items) | ValueRef::Push(items) => items
+            .convert_each(
+                element_from_bulk::<T>,
+                |item| T::from_value_ref(item).ok(),
+                add,
+            ),
         ValueRef::Nil => Some(()),
         _ => None,
     }
@@ -252,6 +272,11 @@ impl FromValue for Value {
 
     fn from_value_ref(value: ValueRef<'_>) -> Result<Value> {
         Ok(value.to_value())
+    }
+
+    #[inline(always)]
+    fn from_bulk(bytes: &[u8]) -> Option<Value> {
+        Some(Value::BulkString(bytes.to_vec()))
     }
 }
 
@@ -543,6 +568,11 @@ impl FromValue for String {
         }
     }
 
+    #[inline(always)]
+    fn from_bulk(bytes: &[u8]) -> Option<String> {
+        std::str::from_utf8(bytes).ok().map(str::to_owned)
+    }
+
     fn from_value_ref(value: ValueRef<'_>) -> Result<String> {
         // The commonest case first, without the general dispatch.
         if let ValueRef::BulkString(b) = value {
@@ -627,6 +657,11 @@ macro_rules! integer_impls {
             fn from_value_ref(value: ValueRef<'_>) -> Result<$t> {
                 direct(value, |v| integer_of(&v))
             }
+
+            #[inline(always)]
+            fn from_bulk(bytes: &[u8]) -> Option<$t> {
+                integer_of(&ValueRef::BulkString(bytes))
+            }
         }
     )*};
 }
@@ -644,6 +679,11 @@ impl FromValue for u8 {
 
     fn from_byte_vec(bytes: Vec<u8>) -> Option<Vec<u8>> {
         Some(bytes)
+    }
+
+    #[inline(always)]
+    fn from_bulk(bytes: &[u8]) -> Option<u8> {
+        integer_of(&ValueRef::BulkString(bytes))
     }
 }
 
@@ -680,6 +720,11 @@ impl FromValue for f64 {
     fn from_value_ref(value: ValueRef<'_>) -> Result<f64> {
         direct(value, |v| float(&v))
     }
+
+    #[inline(always)]
+    fn from_bulk(bytes: &[u8]) -> Option<f64> {
+        float(&ValueRef::BulkString(bytes))
+    }
 }
 
 impl FromValue for f32 {
@@ -691,6 +736,11 @@ impl FromValue for f32 {
     fn from_value_ref(value: ValueRef<'_>) -> Result<f32> {
         direct(value, |v| float32(&v))
     }
+
+    #[inline(always)]
+    fn from_bulk(bytes: &[u8]) -> Option<f32> {
+        float32(&ValueRef::BulkString(bytes))
+    }
 }
 
 impl FromValue for bool {
@@ -701,6 +751,11 @@ impl FromValue for bool {
 
     fn from_value_ref(value: ValueRef<'_>) -> Result<bool> {
         direct(value, |v| boolean(&v))
+    }
+
+    #[inline(always)]
+    fn from_bulk(bytes: &[u8]) -> Option<bool> {
+        boolean(&ValueRef::BulkString(bytes))
     }
 }
 
@@ -730,6 +785,11 @@ impl<T: FromValue> FromValue for Option<T> {
             Value::Nil => Ok(None),
             other => T::from_value(other).map(Some),
         }
+    }
+
+    #[inline(always)]
+    fn from_bulk(bytes: &[u8]) -> Option<Option<T>> {
+        T::from_bulk(bytes).map(Some)
     }
 
     /// No way back needed: nil, an error, or `T`'s own conversion (which
@@ -817,6 +877,15 @@ impl<T: FromValue> FromValue for Vec<T> {
             Value::Verbatim { text, .. } if takes_bytes::<T>() => bytes_into(text),
             other if takes_bytes::<T>() => Err(mismatch("bytes", &other)),
             other => Err(mismatch("array", &other)),
+        }
+    }
+
+    #[inline(always)]
+    fn from_bulk(bytes: &[u8]) -> Option<Vec<T>> {
+        if takes_bytes::<T>() {
+            T::from_byte_vec(bytes.to_vec())
+        } else {
+            None
         }
     }
 

@@ -285,6 +285,47 @@ impl Value {
     }
 }
 
+impl<'a> Items<'a> {
+    /// Converts every element in order, handing each result to `add`: a
+    /// bulk string goes to `bulk` as its bytes, anything else to `other`.
+    /// Stops at the first `None`. One pass, no `ValueRef` built for the
+    /// commonest elements.
+    #[inline(always)]
+    pub(crate) fn convert_each<T>(
+        self,
+        mut bulk: impl FnMut(&'a [u8]) -> Option<T>,
+        mut other: impl FnMut(ValueRef<'a>) -> Option<T>,
+        mut add: impl FnMut(T),
+    ) -> Option<()> {
+        match self.0 {
+            ItemsInner::Wire { mut rest, left } => {
+                for _ in 0..left {
+                    if rest.first() == Some(&b'$') {
+                        if let Some((len, head)) = quick_header(rest) {
+                            let end = head.checked_add(len as usize)?;
+                            add(bulk(rest.get(head..end)?)?);
+                            rest = rest.get(end.checked_add(2)?..)?;
+                            continue;
+                        }
+                    }
+                    let (v, used) = element(rest, true)?;
+                    add(other(v)?);
+                    rest = &rest[used..];
+                }
+            }
+            ItemsInner::Tree(iter) => {
+                for v in iter {
+                    add(match v {
+                        Value::BulkString(b) => bulk(b)?,
+                        v => other(v.view())?,
+                    });
+                }
+            }
+        }
+        Some(())
+    }
+}
+
 impl<'a> Iterator for Items<'a> {
     type Item = ValueRef<'a>;
 
@@ -426,23 +467,33 @@ fn memchr_cr(bytes: &[u8]) -> Option<usize> {
 /// general path then decides).
 #[inline(always)]
 fn quick_header(rest: &[u8]) -> Option<(u64, usize)> {
+    // One and two digits, the commonest, by their shape alone.
+    match *rest {
+        [_, a, b'\r', b'\n', ..] if a.is_ascii_digit() => Some((u64::from(a - b'0'), 4)),
+        [_, a, b, b'\r', b'\n', ..] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            Some((u64::from(a - b'0') * 10 + u64::from(b - b'0'), 5))
+        }
+        _ => long_header(rest),
+    }
+}
+
+/// [`quick_header`] for three digits or more.
+#[inline]
+fn long_header(rest: &[u8]) -> Option<(u64, usize)> {
+    let line = rest.get(1..)?;
     let mut n: u64 = 0;
-    let mut i = 1;
-    loop {
-        let b = *rest.get(i)?;
-        if b.is_ascii_digit() {
+    for (i, &b) in line.iter().enumerate().take(20) {
+        let digit = b.wrapping_sub(b'0');
+        if digit < 10 && i < 19 {
             // At most 19 digits: always within u64.
-            if i > 19 {
-                return None;
-            }
-            n = n * 10 + u64::from(b - b'0');
-            i += 1;
-        } else if b == b'\r' && i > 1 && rest.get(i + 1) == Some(&b'\n') {
-            return Some((n, i + 2));
+            n = n * 10 + u64::from(digit);
+        } else if b == b'\r' && i > 0 && line.get(i + 1) == Some(&b'\n') {
+            return Some((n, i + 3));
         } else {
             return None;
         }
     }
+    None
 }
 
 /// The element at the start of checked bytes, and (when `need_len`, or
@@ -586,6 +637,22 @@ impl FrameScan {
     /// Goes on checking the frame at the start of `buf`.
     pub(crate) fn scan(&mut self, buf: &[u8], limits: &Limits) -> Scanned {
         loop {
+            if let Some(&left) = self.open.last() {
+                let (pos, taken) = quick_elements(buf, self.pos, left, limits);
+                if taken > 0 {
+                    self.pos = pos;
+                    if let Some(open) = self.open.last_mut() {
+                        // The last one is counted as it closes.
+                        *open -= taken - 1;
+                    }
+                    if self.close_elements() {
+                        return Scanned::Complete(self.pos);
+                    }
+                    if taken == left {
+                        continue;
+                    }
+                }
+            }
             let rest = match buf.get(self.pos..) {
                 Some(r) if !r.is_empty() => r,
                 _ => return Scanned::Partial,
@@ -736,11 +803,12 @@ fn checked_line(rest: &[u8], max: usize) -> Line<'_> {
 /// case.
 #[inline(always)]
 fn whole_quick(rest: &[u8], limits: &Limits) -> Option<usize> {
-    if rest.starts_with(b"+OK\r\n") && limits.max_line_len >= 2 {
-        return Some(5);
-    }
     if rest[0] != b'$' {
-        return None;
+        return if rest.starts_with(b"+OK\r\n") && limits.max_line_len >= 2 {
+            Some(5)
+        } else {
+            None
+        };
     }
     let (len, head) = quick_header(rest)?;
     if len > limits.max_bulk_len as u64 {
@@ -751,6 +819,26 @@ fn whole_quick(rest: &[u8], limits: &Limits) -> Option<usize> {
         Some(b"\r\n") => Some(end + 2),
         _ => None,
     }
+}
+
+/// Passes up to `left` whole common elements (see [`whole_quick`]) from
+/// `pos`: where they end, and how many there were.
+#[inline(always)]
+fn quick_elements(buf: &[u8], mut pos: usize, left: usize, limits: &Limits) -> (usize, usize) {
+    let mut taken = 0;
+    while taken < left {
+        match buf.get(pos..) {
+            Some(rest) if !rest.is_empty() => match whole_quick(rest, limits) {
+                Some(n) => {
+                    pos += n;
+                    taken += 1;
+                }
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    (pos, taken)
 }
 
 /// `$`, `!` and `=` after their length line.
