@@ -25,7 +25,9 @@
 //!    each batch once and re-sends it. Also `execute_chunked` at 1,000 and
 //!    10,000, which encodes every command as it goes.
 //! 3. Reply-heavy reads: LRANGE of a 1,000-element list, client CPU time
-//!    versus the server's.
+//!    versus the server's, read as `Value`s, as borrowed views and as
+//!    `Vec<Vec<u8>>`; next to the last, the cost of that type's own
+//!    allocations, copies and frees with no reply at all (its floor).
 //! 4. Decoding from memory, no server.
 //! 5. Bulk load of 10 KiB values: peak client RSS and throughput of
 //!    `execute_chunked` versus one giant `Pipeline`, each in a child process.
@@ -701,6 +703,7 @@ fn section_lrange(config: &Config, tcp: &Target) -> BoxResult<()> {
     for _ in 0..BATCH {
         pipe.cmd(("LRANGE", LIST_KEY, 0, -1));
     }
+    let mut vectors_server = 0.0;
     for mode in LrangeMode::ALL {
         let mut rates = Vec::new();
         let mut client = Vec::new();
@@ -750,6 +753,17 @@ fn section_lrange(config: &Config, tcp: &Target) -> BoxResult<()> {
                         black_box(lists);
                     }
                 }
+                LrangeMode::AllocationsOnly => {
+                    // What `Vec<Vec<u8>>` itself costs, with no reply at
+                    // all: the same strings copied from memory, then dropped.
+                    let item = b"item:00000";
+                    for _ in 0..READS / BATCH {
+                        let lists: Vec<Vec<Vec<u8>>> = (0..BATCH)
+                            .map(|_| (0..ITEMS).map(|_| black_box(&item[..]).to_vec()).collect())
+                            .collect();
+                        black_box(lists);
+                    }
+                }
                 LrangeMode::OneByOne => {
                     for _ in 0..READS {
                         let v: Value = conn.query(("LRANGE", LIST_KEY, 0, -1))?;
@@ -768,7 +782,13 @@ fn section_lrange(config: &Config, tcp: &Target) -> BoxResult<()> {
             server.push((s1 - s0).max(0.0) * 1e6 / READS as f64);
         }
         let rate = median(&mut rates);
-        let server = median(&mut server);
+        let mut server = median(&mut server);
+        if let LrangeMode::AllocationsOnly = mode {
+            // Compared with the server's work for the replies it mimics.
+            server = vectors_server;
+        } else if let LrangeMode::Vectors = mode {
+            vectors_server = server;
+        }
         let (client_col, ratio_col) = if client.is_empty() {
             ("n/a".to_string(), "n/a".to_string())
         } else {
@@ -805,15 +825,19 @@ enum LrangeMode {
     Borrowed,
     /// Pipelined, converted to `Vec<Vec<u8>>` from the read buffer.
     Vectors,
+    /// No server: the allocations, copies and frees `Vec<Vec<u8>>` needs
+    /// for the same replies, alone (the floor of the row above).
+    AllocationsOnly,
     /// One `query::<Value>` at a time.
     OneByOne,
 }
 
 impl LrangeMode {
-    const ALL: [LrangeMode; 4] = [
+    const ALL: [LrangeMode; 5] = [
         LrangeMode::Values,
         LrangeMode::Borrowed,
         LrangeMode::Vectors,
+        LrangeMode::AllocationsOnly,
         LrangeMode::OneByOne,
     ];
 
@@ -822,6 +846,7 @@ impl LrangeMode {
             LrangeMode::Values => "pipelined 100, Value",
             LrangeMode::Borrowed => "pipelined 100, borrowed",
             LrangeMode::Vectors => "pipelined 100, Vec<Vec<u8>>",
+            LrangeMode::AllocationsOnly => "  its allocations alone",
             LrangeMode::OneByOne => "one by one, Value",
         }
     }
