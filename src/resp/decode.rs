@@ -225,7 +225,7 @@ fn quick_scalar(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
             Some((Value::SimpleString(simple_string(&rest[1..cr])), cr + 2))
         }
         b':' => {
-            let (negative, magnitude, used) = quick_number(rest, true)?;
+            let (negative, magnitude, used) = number::quick_number(rest, true)?;
             let value = if negative {
                 if magnitude > 1 << 63 {
                     return None;
@@ -255,7 +255,7 @@ fn quick_bulk(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
     if rest.get(1..5) == Some(b"-1\r\n") {
         return Some((Value::Nil, 5));
     }
-    let (_, len, start) = quick_number(rest, false)?;
+    let (len, start) = number::quick_length(rest)?;
     if len > limits.max_bulk_len as u64 {
         return None;
     }
@@ -269,46 +269,6 @@ fn quick_bulk(rest: &[u8], limits: &Limits) -> Option<(Value, usize)> {
         return None;
     }
     Some((Value::BulkString(payload), end + 2))
-}
-
-/// The number on the line that starts at `rest[0]` (a type byte): an
-/// optional sign if `signed`, then 1 to 19 ASCII digits, then CRLF, all in
-/// `rest`. Returns the sign, the magnitude and the length of the line with
-/// its CRLF; `None` for anything else, including a longer number, which the
-/// general path reads (or refuses) instead. Nineteen digits always fit a
-/// u64, and the line is then at most 20 bytes, [`MAX_NUMBER_LEN`], so this
-/// accepts a subset of what `number::parse` accepts, with the same value.
-#[inline(always)]
-fn quick_number(rest: &[u8], signed: bool) -> Option<(bool, u64, usize)> {
-    let mut i = 1;
-    let mut negative = false;
-    if signed {
-        match rest.get(1) {
-            Some(b'-') => {
-                negative = true;
-                i = 2;
-            }
-            Some(b'+') => i = 2,
-            _ => {}
-        }
-    }
-    let digits = i;
-    let mut n: u64 = 0;
-    loop {
-        let d = rest.get(i)?.wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        if i - digits == 19 {
-            return None;
-        }
-        n = n * 10 + u64::from(d);
-        i += 1;
-    }
-    if i == digits || rest[i] != b'\r' || rest.get(i + 1) != Some(&b'\n') {
-        return None;
-    }
-    Some((negative, n, i + 2))
 }
 
 /// The index of the CR ending the line that starts at `rest[0]` (a type
@@ -413,8 +373,8 @@ fn quick_list(rest: &[u8], limits: &Limits) -> QuickList {
         Some(b'>') => ListKind::Push,
         _ => return QuickList::No,
     };
-    let (count, mut pos) = match quick_number(rest, false) {
-        Some((_, count, used)) if count > 0 && count <= limits.max_aggregate_len as u64 => {
+    let (count, mut pos) = match number::quick_length(rest) {
+        Some((count, used)) if count > 0 && count <= limits.max_aggregate_len as u64 => {
             (count as usize, used)
         }
         _ => return QuickList::No,

@@ -113,6 +113,59 @@ impl Int {
     }
 }
 
+/// The number on the line that starts at `rest[0]` (a type byte): an
+/// optional sign if `signed`, then 1 to 19 ASCII digits, then CRLF, all in
+/// `rest`. Returns the sign, the magnitude and the length of the line with
+/// its CRLF; `None` for anything else, including a longer number, which the
+/// general path reads (or refuses) instead. Nineteen digits always fit a
+/// u64, and the line is then at most 20 bytes, `MAX_NUMBER_LEN`, so this
+/// accepts a subset of what `number::parse` accepts, with the same value.
+#[inline(always)]
+pub(crate) fn quick_number(rest: &[u8], signed: bool) -> Option<(bool, u64, usize)> {
+    let mut i = 1;
+    let mut negative = false;
+    if signed {
+        match rest.get(1) {
+            Some(b'-') => {
+                negative = true;
+                i = 2;
+            }
+            Some(b'+') => i = 2,
+            _ => {}
+        }
+    }
+    let digits = i;
+    let mut n: u64 = 0;
+    loop {
+        let d = rest.get(i)?.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if i - digits == 19 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+        i += 1;
+    }
+    if i == digits || rest[i] != b'\r' || rest.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    Some((negative, n, i + 2))
+}
+
+/// [`quick_number`] for a length or count: the commonest, one and two
+/// digits, read by their shape alone.
+#[inline(always)]
+pub(crate) fn quick_length(rest: &[u8]) -> Option<(u64, usize)> {
+    match *rest {
+        [_, a, b'\r', b'\n', ..] if a.is_ascii_digit() => Some((u64::from(a - b'0'), 4)),
+        [_, a, b, b'\r', b'\n', ..] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            Some((u64::from(a - b'0') * 10 + u64::from(b - b'0'), 5))
+        }
+        _ => quick_number(rest, false).map(|(_, n, used)| (n, used)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +210,27 @@ mod tests {
         assert_eq!(wide.narrow::<i64>(), None);
         assert_eq!(parse(&[b'9'; 40], Form::Digits), None);
         assert!(Int::is_digit_string(&[b'9'; 40]));
+    }
+
+    proptest::proptest! {
+        /// The quick header readers accept only a digit line of at most 19
+        /// digits and CRLF, with the general parser's value.
+        #[test]
+        fn quick_lengths_agree_with_the_parser(
+            body in proptest::collection::vec(
+                proptest::sample::select(b"0123456789\r\n-+x".to_vec()), 0..24),
+        ) {
+            let mut line = b"$".to_vec();
+            line.extend_from_slice(&body);
+            let expected = line.iter().position(|&b| b == b'\r').and_then(|cr| {
+                let digits = &line[1..cr];
+                let ok = (1..=19).contains(&digits.len()) && line.get(cr + 1) == Some(&b'\n');
+                ok.then(|| (parse_u64(digits), cr + 2))
+            });
+            let expected = expected.and_then(|(n, used)| n.map(|n| (n, used)));
+            proptest::prop_assert_eq!(quick_length(&line), expected);
+            let number = quick_number(&line, false).map(|(_, n, used)| (n, used));
+            proptest::prop_assert_eq!(number, expected);
+        }
     }
 }

@@ -301,7 +301,7 @@ impl<'a> Items<'a> {
             ItemsInner::Wire { mut rest, left } => {
                 for _ in 0..left {
                     if rest.first() == Some(&b'$') {
-                        if let Some((len, head)) = quick_header(rest) {
+                        if let Some((len, head)) = number::quick_length(rest) {
                             let end = head.checked_add(len as usize)?;
                             add(bulk(rest.get(head..end)?)?);
                             rest = rest.get(end.checked_add(2)?..)?;
@@ -462,40 +462,6 @@ fn memchr_cr(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\r')
 }
 
-/// The commonest header, `X<digits>\r\n` with 1 to 19 digits, read in one
-/// pass: its number and the header's length. `None` for anything else (the
-/// general path then decides).
-#[inline(always)]
-fn quick_header(rest: &[u8]) -> Option<(u64, usize)> {
-    // One and two digits, the commonest, by their shape alone.
-    match *rest {
-        [_, a, b'\r', b'\n', ..] if a.is_ascii_digit() => Some((u64::from(a - b'0'), 4)),
-        [_, a, b, b'\r', b'\n', ..] if a.is_ascii_digit() && b.is_ascii_digit() => {
-            Some((u64::from(a - b'0') * 10 + u64::from(b - b'0'), 5))
-        }
-        _ => long_header(rest),
-    }
-}
-
-/// [`quick_header`] for three digits or more.
-#[inline]
-fn long_header(rest: &[u8]) -> Option<(u64, usize)> {
-    let line = rest.get(1..)?;
-    let mut n: u64 = 0;
-    for (i, &b) in line.iter().enumerate().take(20) {
-        let digit = b.wrapping_sub(b'0');
-        if digit < 10 && i < 19 {
-            // At most 19 digits: always within u64.
-            n = n * 10 + u64::from(digit);
-        } else if b == b'\r' && i > 0 && line.get(i + 1) == Some(&b'\n') {
-            return Some((n, i + 3));
-        } else {
-            return None;
-        }
-    }
-    None
-}
-
 /// The element at the start of checked bytes, and (when `need_len`, or
 /// always for scalars) its length in bytes.
 #[inline]
@@ -505,7 +471,7 @@ fn element(rest: &[u8], need_len: bool) -> Option<(ValueRef<'_>, usize)> {
         return Some((ValueRef::SimpleString("OK"), 5));
     }
     if kind == b'$' {
-        if let Some((len, head)) = quick_header(rest) {
+        if let Some((len, head)) = number::quick_length(rest) {
             let end = head.checked_add(len as usize)?;
             return Some((ValueRef::BulkString(rest.get(head..end)?), end + 2));
         }
@@ -810,7 +776,7 @@ fn whole_quick(rest: &[u8], limits: &Limits) -> Option<usize> {
             None
         };
     }
-    let (len, head) = quick_header(rest)?;
+    let (len, head) = number::quick_length(rest)?;
     if len > limits.max_bulk_len as u64 {
         return None;
     }
