@@ -926,11 +926,7 @@ fn vec_of<T: FromValue>(value: ValueRef<'_>) -> Option<Vec<T>> {
 
 /// The number of pairs a map conversion will produce, to size the map.
 fn pair_count(value: &ValueRef<'_>) -> usize {
-    match value {
-        ValueRef::Map(pairs) => pairs.len(),
-        ValueRef::Array(items) | ValueRef::Set(items) => items.len() / 2,
-        _ => 0,
-    }
+    value.pairs().map_or(0, |pairs| pairs.len())
 }
 
 /// Converts the pairs of a map, or of a flat array or set of even length,
@@ -989,19 +985,11 @@ fn each_pair_ref<K: FromValue, V: FromValue>(
     value: ValueRef<'_>,
     mut add: impl FnMut(K, V),
 ) -> Option<()> {
-    match value {
-        ValueRef::Map(pairs) => {
-            for (k, v) in pairs {
-                add(K::from_value_ref(k).ok()?, V::from_value_ref(v).ok()?);
-            }
-        }
-        ValueRef::Array(mut items) | ValueRef::Set(mut items) if items.len() % 2 == 0 => {
-            while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                add(K::from_value_ref(k).ok()?, V::from_value_ref(v).ok()?);
-            }
-        }
-        ValueRef::Nil => {}
-        _ => return None,
+    if value.is_nil() {
+        return Some(());
+    }
+    for (k, v) in value.pairs()? {
+        add(K::from_value_ref(k).ok()?, V::from_value_ref(v).ok()?);
     }
     Some(())
 }

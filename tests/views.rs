@@ -126,6 +126,21 @@ fn typed_conversions_from_the_buffer_match_the_owned_ones() {
         assert_eq!(err.to_string(), owned_err.to_string());
         let n: i64 = conn.query(["GET", "n"]).unwrap();
         assert_eq!(n, 42);
+        // The same fields through `pairs()`, whichever protocol sent them.
+        let mut fields = Vec::new();
+        conn.query_with(["HGETALL", "h"], |reply| {
+            assert_eq!(reply.pairs().map(|p| p.len()), Some(3));
+            for (field, value) in reply.pairs().into_iter().flatten() {
+                fields.push((field.convert::<String>()?, value.convert::<String>()?));
+            }
+            Ok(())
+        })
+        .unwrap();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [("a", "1"), ("b", "2"), ("c", "x")].map(|(f, v)| (f.to_string(), v.to_string()))
+        );
     }
 }
 

@@ -109,8 +109,13 @@ pub struct Pairs<'a>(PairsInner<'a>);
 
 #[derive(Clone)]
 enum PairsInner<'a> {
-    Wire { rest: &'a [u8], left: usize },
+    Wire {
+        rest: &'a [u8],
+        left: usize,
+    },
     Tree(std::slice::Iter<'a, (Value, Value)>),
+    /// An array or set of even length, two elements a pair.
+    Flat(Items<'a>),
 }
 
 /// A RESP3 attribute: its pairs and the value they describe.
@@ -198,6 +203,31 @@ impl<'a> ValueRef<'a> {
         match self {
             ValueRef::Array(items) | ValueRef::Set(items) | ValueRef::Push(items) => {
                 Some(items.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// The key/value pairs of a map, or of an array or set of even length
+    /// read two elements a pair: RESP2 sends `HGETALL` and `CONFIG GET` as
+    /// flat arrays where RESP3 sends maps, so this reads both alike (as the
+    /// `HashMap` conversion does).
+    ///
+    /// ```
+    /// use respline::Value;
+    ///
+    /// let resp2 = Value::Array(vec!["name".into(), "Alice".into()]);
+    /// let resp3 = Value::Map(vec![("name".into(), "Alice".into())]);
+    /// for reply in [resp2, resp3] {
+    ///     let (field, value) = reply.view().pairs().unwrap().next().unwrap();
+    ///     assert_eq!((field.as_bytes(), value.as_bytes()), (Some(&b"name"[..]), Some(&b"Alice"[..])));
+    /// }
+    /// ```
+    pub fn pairs(&self) -> Option<Pairs<'a>> {
+        match self {
+            ValueRef::Map(pairs) => Some(pairs.clone()),
+            ValueRef::Array(items) | ValueRef::Set(items) if items.len() % 2 == 0 => {
+                Some(Pairs(PairsInner::Flat(items.clone())))
             }
             _ => None,
         }
@@ -377,6 +407,7 @@ impl<'a> Iterator for Pairs<'a> {
                 Some((k, v))
             }
             PairsInner::Tree(iter) => iter.next().map(|(k, v)| (k.view(), v.view())),
+            PairsInner::Flat(items) => Some((items.next()?, items.next()?)),
         }
     }
 
@@ -391,6 +422,7 @@ impl ExactSizeIterator for Pairs<'_> {
         match &self.0 {
             PairsInner::Wire { left, .. } => *left,
             PairsInner::Tree(iter) => iter.len(),
+            PairsInner::Flat(items) => items.len() / 2,
         }
     }
 }
